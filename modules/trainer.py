@@ -1,0 +1,157 @@
+"""TFX Trainer entry point: datasets, step-based training, export with serving signatures.
+
+The exported SavedModel embeds the tf.Transform graph and has three signatures:
+  * `serving_default`: serialized tf.Example -> {"probability"} (TF Serving, Vertex batch, TFMA);
+  * `serving_raw`: one dense tensor per raw feature -> {"probability"} (JSON clients);
+  * `transform_features`: serialized tf.Example -> transformed features, label included
+    (TFMA reads the label from it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from modules import features as F
+from modules.hparams import HParams
+from modules.model import build_model
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_KEY = "probability"
+SERVING_RAW_SIGNATURE = "serving_raw"
+TRANSFORM_SIGNATURE = "transform_features"
+
+
+def _dataset(
+    file_pattern: list[str],
+    data_accessor: tfx.components.DataAccessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Endless, shuffled (features, label) batches of transformed examples."""
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=F.LABEL_KEY, shuffle_seed=seed),
+        tf_transform_output.transformed_metadata.schema,
+    )
+
+
+def serving_raw_spec(tf_transform_output: tft.TFTransformOutput) -> dict[str, tf.TensorSpec]:
+    """The raw-feature signature's inputs: one dense [batch] tensor per feature the model reads."""
+    raw_spec = tf_transform_output.raw_feature_spec()
+    return {key: tf.TensorSpec([None], raw_spec[key].dtype, name=key) for key in F.raw_input_keys()}
+
+
+def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
+    """[batch] dense with sentinels (NaN, MISSING_INT, MISSING_STRING) -> [batch, 1] sparse.
+
+    The result is what tf.io.parse_example yields for an optional feature, so both serving
+    signatures feed the Transform graph identical tensors.
+    """
+    if x.dtype.is_floating:
+        present = tf.logical_not(tf.math.is_nan(x))
+    elif x.dtype == tf.string:
+        present = tf.not_equal(x, F.MISSING_STRING)
+    else:
+        present = tf.not_equal(x, tf.cast(F.MISSING_INT, x.dtype))
+    rows = tf.where(present)  # [n, 1] int64
+    indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
+    return tf.SparseTensor(indices, tf.boolean_mask(x, present), tf.stack([tf.size(x, out_type=tf.int64), 1]))
+
+
+class _ServingModule(tf.Module):
+    """Holds the model and the Transform layer so that tf.saved_model.save tracks both."""
+
+    def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        raw_spec = tf_transform_output.raw_feature_spec()
+        self._serving_parse_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_SOURCE_KEYS}
+        self._full_parse_spec = raw_spec
+        self._model_inputs = list(model.input_names)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve_examples(examples):
+            raw = tf.io.parse_example(examples, self._serving_parse_spec)
+            return self._predict(raw)
+
+        @tf.function(input_signature=[serving_raw_spec(tf_transform_output)])
+        def serve_raw(features):
+            return self._predict({k: _dense_to_sparse(v) for k, v in features.items()})
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def transform_features(examples):
+            return self.tft_layer(tf.io.parse_example(examples, self._full_parse_spec))
+
+        self.serving_signatures = {
+            "serving_default": serve_examples,
+            SERVING_RAW_SIGNATURE: serve_raw,
+            TRANSFORM_SIGNATURE: transform_features,
+        }
+
+    def _predict(self, raw: dict) -> dict[str, tf.Tensor]:
+        transformed = self.tft_layer(raw)
+        probability = self.model({k: transformed[k] for k in self._model_inputs})
+        return {PREDICTION_KEY: tf.squeeze(probability, axis=1)}
+
+
+def export_serving_model(
+    model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+) -> None:
+    """Saves `model` with the Transform graph and the serving signatures to `export_dir`."""
+    module = _ServingModule(model, tf_transform_output)
+    tf.saved_model.save(module, export_dir, signatures=module.serving_signatures)
+
+
+def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
+    """Copies weights from the previous model when its architecture matches."""
+    base = tf.saved_model.load(base_model_dir)
+    try:
+        base_weights = {v.name: v for v in base.model.variables}
+    except AttributeError:
+        logger.warning("warm start skipped: %s has no tracked model", base_model_dir)
+        return False
+    ours = {v.name: v for v in model.variables}
+    if set(base_weights) != set(ours) or any(
+        base_weights[n].shape != ours[n].shape for n in ours
+    ):
+        logger.warning("warm start skipped: %s has a different architecture", base_model_dir)
+        return False
+    for name, var in ours.items():
+        var.assign(base_weights[name])
+    return True
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer callback: trains for `fn_args.train_steps` steps and exports the model."""
+    hp = HParams.from_dict(fn_args.custom_config.get("hparams", {}))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
+    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size, seed=0)
+
+    model = build_model(hp)
+    base_model = getattr(fn_args, "base_model", None)
+    if hp.warm_start and base_model:
+        logger.info("warm start from %s: %s", base_model, _warm_start(model, base_model))
+
+    # Think in steps: an "epoch" here is only the interval between validations and summaries.
+    steps_per_epoch = min(hp.steps_per_eval, fn_args.train_steps)
+    model.fit(
+        train,
+        steps_per_epoch=steps_per_epoch,
+        epochs=math.ceil(fn_args.train_steps / steps_per_epoch),
+        validation_data=evaluation,
+        validation_steps=fn_args.eval_steps,
+        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+        verbose=2,
+    )
+    export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)

@@ -1,0 +1,125 @@
+"""Typed pipeline configuration: frozen dataclasses, validated when built.
+
+`create_pipeline` takes a `PipelineConfig` and nothing else; local and Vertex runs differ only in
+the values here. A bad value fails when the config is built, with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from modules.hparams import HParams
+
+# Beam on the DirectRunner, in this process: the fastest mode for data that fits one machine
+# (see bench/RESULTS.md). Dataflow args replace these for production.
+LOCAL_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid. The message names the field."""
+
+
+def _require(ok: bool, field: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalThresholds:
+    """What the Evaluator requires before it blesses a candidate model."""
+
+    min_auc: float = 0.9
+    min_accuracy: float = 0.85
+    # How much worse than the latest blessed model a candidate may be (absolute). 0 means
+    # "at least as good as the baseline".
+    max_auc_regression: float = 0.0
+    max_accuracy_regression: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _require(isinstance(value, (int, float)) and 0 <= value <= 1, f"thresholds.{f.name}", f"must be in [0, 1], got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything `create_pipeline` needs.
+
+    Attributes:
+      pipeline_name: MLMD context name; runs of the same name share cache and baselines.
+      pipeline_root: where component outputs are written (local path or gs://).
+      data_root: folder holding the input CSV files.
+      schema_path: the curated schema (.pbtxt) that ImportSchemaGen imports.
+      serving_model_dir: Pusher's destination; each push is a new numbered version inside.
+      metadata_path: SQLite file for ML Metadata (local runs); None when the orchestrator
+        provides metadata (Vertex).
+      train_steps / eval_steps: training length and validation length, in batches.
+      hparams: model hyperparameters, passed to the Trainer through custom_config.
+      split_buckets: (split name, hash buckets) pairs for ExampleGen's repeatable split.
+      thresholds: blessing criteria.
+      beam_pipeline_args: passed to every Beam-based component.
+      enable_cache: reuse the outputs of component executions whose inputs are unchanged.
+      module_fingerprint: digest of the user code; part of the Transform and Trainer
+        configuration so that a code change invalidates their cache.
+    """
+
+    pipeline_name: str
+    pipeline_root: str
+    data_root: str
+    schema_path: str
+    serving_model_dir: str
+    metadata_path: str | None = None
+    train_steps: int = 2000
+    eval_steps: int = 50
+    hparams: HParams = dataclasses.field(default_factory=HParams)
+    split_buckets: tuple[tuple[str, int], ...] = (("train", 2), ("eval", 1))
+    thresholds: EvalThresholds = dataclasses.field(default_factory=EvalThresholds)
+    beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
+    enable_cache: bool = True
+    module_fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("pipeline_name", "pipeline_root", "data_root", "schema_path", "serving_model_dir"):
+            _require(bool(getattr(self, name)), name, "is required")
+        _require(
+            self.pipeline_name.replace("-", "").replace("_", "").isalnum(),
+            "pipeline_name",
+            f"use letters, digits, '-' and '_' only, got {self.pipeline_name!r}",
+        )
+        _require(isinstance(self.train_steps, int) and self.train_steps > 0, "train_steps", f"must be a positive integer, got {self.train_steps!r}")
+        _require(isinstance(self.eval_steps, int) and self.eval_steps > 0, "eval_steps", f"must be a positive integer, got {self.eval_steps!r}")
+        names = [name for name, _ in self.split_buckets]
+        _require(set(names) == {"train", "eval"} and len(names) == 2, "split_buckets", f"needs exactly 'train' and 'eval', got {names}")
+        _require(all(isinstance(n, int) and n > 0 for _, n in self.split_buckets), "split_buckets", "hash bucket counts must be positive integers")
+
+    def replace(self, **changes: Any) -> "PipelineConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def local_config(
+    output_dir: str,
+    data_root: str,
+    schema_path: str,
+    pipeline_name: str = "taxi-big-tipper",
+    **overrides: Any,
+) -> PipelineConfig:
+    """A config for LocalDagRunner with every output under `output_dir`.
+
+    Layout: <output_dir>/tfx (artifacts), <output_dir>/metadata.sqlite (ML Metadata),
+    <output_dir>/serving/<version> (pushed models).
+    """
+    _require(os.path.isdir(data_root), "data_root", f"no such directory: {data_root}")
+    _require(os.path.isfile(schema_path), "schema_path", f"no such file: {schema_path}")
+    output_dir = os.path.abspath(output_dir)
+    values: dict[str, Any] = dict(
+        pipeline_name=pipeline_name,
+        pipeline_root=os.path.join(output_dir, "tfx"),
+        data_root=os.path.abspath(data_root),
+        schema_path=os.path.abspath(schema_path),
+        serving_model_dir=os.path.join(output_dir, "serving"),
+        metadata_path=os.path.join(output_dir, "metadata.sqlite"),
+    )
+    values.update(overrides)
+    return PipelineConfig(**values)
