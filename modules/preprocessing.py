@@ -49,18 +49,20 @@ def _present(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
 def _numeric(key: str, x, outputs: dict) -> tf.Tensor:
     """z-score, quantile bucket and missing flag; returns the bucket ids (for crosses)."""
     present = _present(x)
-    value = tf.cast(_to_dense(x, 0), tf.float32)
-    if key in F.LOG_SCALED_FEATURES:
-        value = tf.math.log1p(tf.maximum(value, 0.0))
-    # Statistics come from present values only, so imputation cannot bias them.
-    observed = tf.boolean_mask(value, present)
-    filled = tf.where(present, value, tft.mean(observed))
-    outputs[F.transformed_name(key)] = tft.scale_to_z_score(filled)
-    outputs[F.missing_flag_name(key)] = 1.0 - tf.cast(present, tf.float32)
-    boundaries = tft.quantiles(observed, num_buckets=F.NUMERIC_FEATURES[key], epsilon=0.01)
-    buckets = tf.cast(tft.apply_buckets(filled, boundaries), tf.int64) + 1
+    raw = tf.cast(_to_dense(x, 0), tf.float32)
+    # Buckets come from the raw values: quantile boundaries are data values, so a value can sit
+    # exactly on one, and log1p may differ by an ulp between batch shapes (vectorised vs scalar
+    # kernels), which would put the same row in different buckets in training and serving.
+    boundaries = tft.quantiles(tf.boolean_mask(raw, present), num_buckets=F.NUMERIC_FEATURES[key], epsilon=0.01)
+    buckets = tf.cast(tft.apply_buckets(raw, boundaries), tf.int64) + 1
     buckets = tf.where(present, buckets, tf.zeros_like(buckets))
     outputs[F.bucket_name(key)] = buckets
+
+    value = tf.math.log1p(tf.maximum(raw, 0.0)) if key in F.LOG_SCALED_FEATURES else raw
+    # Statistics come from present values only, so imputation cannot bias them.
+    filled = tf.where(present, value, tft.mean(tf.boolean_mask(value, present)))
+    outputs[F.transformed_name(key)] = tft.scale_to_z_score(filled)
+    outputs[F.missing_flag_name(key)] = 1.0 - tf.cast(present, tf.float32)
     return buckets
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from tfx import v1 as tfx
 
-from pipeline import configs
-from pipeline.pipeline import create_pipeline
+from pipeline import configs, metadata
+from pipeline import pipeline as P
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,42 @@ def metadata_connection(cfg: configs.PipelineConfig):
 
 
 def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
-    """Runs the pipeline to completion and returns a summary of what it produced."""
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg, metadata_connection(cfg)))
-    return {"metadata_path": cfg.metadata_path}
+    """Runs the pipeline to completion and returns `summarize()` of the run."""
+    tfx.orchestration.LocalDagRunner().run(P.create_pipeline(cfg, metadata_connection(cfg)))
+    return summarize(cfg)
+
+
+def summarize(cfg: configs.PipelineConfig) -> dict[str, Any]:
+    """What the latest run did: component states, blessing, metrics, the pushed model."""
+    store = metadata.open_store(metadata.sqlite_connection(cfg.metadata_path))
+    latest = metadata.Metadata(store, cfg.pipeline_name).latest_run()
+    blessing = latest.output(P.EVALUATOR, "blessing")
+    evaluation = latest.output(P.EVALUATOR, "evaluation")
+    pushed = latest.output(P.PUSHER, "pushed_model")
+    was_pushed = bool(pushed is not None and metadata._prop(pushed, "pushed"))
+    return {
+        "run_id": latest.run_id,
+        "status": latest.status,
+        "components": {name: c.state for name, c in latest.components.items()},
+        "blessed": bool(blessing is not None and metadata._prop(blessing, "blessed")),
+        "metrics": metadata.overall_metrics(evaluation.uri) if evaluation is not None else {},
+        "pushed_model": metadata._prop(pushed, "pushed_destination") if was_pushed else None,
+        "serving_model_dir": cfg.serving_model_dir,
+        "metadata_path": cfg.metadata_path,
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in summary.items())
+    metrics = summary["metrics"]
+    shown = ("auc", "binary_accuracy", "precision", "recall", "example_count")
+    lines = [
+        f"run {summary['run_id']}: {summary['status']}",
+        "components: " + ", ".join(f"{k}={v}" for k, v in summary["components"].items()),
+        "eval metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" if k != "example_count" else f"{k}={int(metrics[k])}" for k in shown if k in metrics),
+        f"blessed: {'yes' if summary['blessed'] else 'no'}",
+        f"pushed model: {summary['pushed_model'] or 'none (not blessed, nothing pushed)'}",
+        f"metadata store: {summary['metadata_path']}",
+    ]
+    if "wall_seconds" in summary:
+        lines.append(f"wall time: {summary['wall_seconds']} s")
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""No training/serving skew: both serving signatures of the exported model give exactly what
+the model gives on the rows as tf.Transform's Beam pipeline transformed them for training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from conftest import raw_feature_spec, to_example
+from modules import features as F
+from modules.hparams import HParams
+from modules.model import build_model
+from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, export_serving_model
+from test_model import batch
+
+
+@pytest.fixture(scope="module")
+def exported(transformed_sample, tmp_path_factory):
+    rows, graph_dir = transformed_sample
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(HParams(dropout=0.0))
+    features, labels = batch(rows)
+    model.fit(features, labels, batch_size=64, epochs=3, verbose=0)  # weights that matter
+    export_dir = str(tmp_path_factory.mktemp("model"))
+    export_serving_model(model, tft.TFTransformOutput(graph_dir), export_dir)
+    expected = model.predict(features, verbose=0)[:, 0]
+    return tf.saved_model.load(export_dir), expected
+
+
+def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
+    """The JSON-client form: one dense column per raw feature, sentinels for missing."""
+    spec = {key: s.dtype for key, s in raw_feature_spec().items()}
+    missing = {tf.string: F.MISSING_STRING.encode(), tf.int64: F.MISSING_INT, tf.float32: float("nan")}
+    return {
+        key: tf.constant([r[key][0] if r[key] else missing[spec[key]] for r in rows], dtype=spec[key])
+        for key in F.raw_input_keys()
+    }
+
+
+def test_sample_has_missing_values(sample_rows):
+    # The equality below only means something if some inputs are missing.
+    assert any(not r["company"] for r in sample_rows)
+    assert any(not r["dropoff_latitude"] for r in sample_rows)
+
+
+def test_serving_default_matches_training_path(exported, sample_rows):
+    loaded, expected = exported
+    examples = tf.constant([to_example(r, drop=F.LABEL_SOURCE_KEYS) for r in sample_rows])
+    got = loaded.signatures["serving_default"](examples=examples)[PREDICTION_KEY].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_serving_raw_matches_training_path(exported, sample_rows):
+    loaded, expected = exported
+    got = loaded.signatures[SERVING_RAW_SIGNATURE](**dense_columns(sample_rows))[PREDICTION_KEY].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_label_columns_in_a_request_are_ignored(exported, sample_rows):
+    loaded, expected = exported
+    examples = tf.constant([to_example(r) for r in sample_rows])  # tips included
+    got = loaded.signatures["serving_default"](examples=examples)[PREDICTION_KEY].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_transform_signature_yields_the_training_label(exported, sample_rows, transformed_sample):
+    loaded, _ = exported
+    rows, _ = transformed_sample
+    examples = tf.constant([to_example(r) for r in sample_rows])
+    labels = loaded.signatures[TRANSFORM_SIGNATURE](examples=examples)[F.LABEL_KEY].numpy()
+    assert labels.tolist() == [r[F.LABEL_KEY] for r in rows]
+    assert 0 < labels.mean() < 1
