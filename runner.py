@@ -44,7 +44,12 @@ def _hparams(text: str | None):
         values = json.load(open(text)) if os.path.isfile(text) else json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"--hparams: not a JSON object or file: {e}") from e
-    return HParams.from_dict({**HParams().to_dict(), **values})
+    if not isinstance(values, dict):
+        raise UserError("--hparams: expected a JSON object")
+    try:
+        return HParams.from_dict({**HParams().to_dict(), **values})
+    except ValueError as e:
+        raise UserError(f"--hparams: {e}") from e
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -95,12 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
+    from pipeline.configs import ConfigError
+    from pipeline.metadata import MetadataError
+
     try:
         return args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # ConfigError and HParams validation
+    except (UserError, ConfigError, MetadataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

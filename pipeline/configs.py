@@ -44,13 +44,80 @@ class EvalThresholds:
 
 
 @dataclasses.dataclass(frozen=True)
+class VertexTraining:
+    """Run the Trainer as a Vertex AI custom training job."""
+
+    project: str
+    region: str
+    image: str
+    machine_type: str = "n1-standard-8"
+    accelerator_type: str | None = None
+    accelerator_count: int = 0
+    service_account: str | None = None
+
+    def custom_config(self) -> dict[str, Any]:
+        """The Trainer custom_config keys that TFX's Vertex training client reads."""
+        from tfx.extensions.google_cloud_ai_platform import constants
+        from tfx.extensions.google_cloud_ai_platform.trainer import executor
+
+        machine_spec: dict[str, Any] = {"machine_type": self.machine_type}
+        if self.accelerator_type:
+            machine_spec.update(accelerator_type=self.accelerator_type, accelerator_count=self.accelerator_count)
+        job_spec: dict[str, Any] = {
+            "worker_pool_specs": [
+                {"machine_spec": machine_spec, "replica_count": 1, "container_spec": {"image_uri": self.image}}
+            ]
+        }
+        if self.service_account:
+            job_spec["service_account"] = self.service_account
+        return {
+            constants.ENABLE_VERTEX_KEY: True,
+            constants.VERTEX_REGION_KEY: self.region,
+            executor.TRAINING_ARGS_KEY: {"project": self.project, "job_spec": job_spec},
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class VertexEndpoint:
+    """Push a blessed model to a Vertex AI endpoint (upload + deploy)."""
+
+    project: str
+    region: str
+    endpoint_name: str
+    serving_image: str
+    machine_type: str = "n1-standard-2"
+    min_replicas: int = 1
+    max_replicas: int = 2
+    traffic_percentage: int = 100
+
+    def custom_config(self) -> dict[str, Any]:
+        """The Pusher custom_config keys that TFX's Vertex prediction client reads."""
+        from tfx.extensions.google_cloud_ai_platform import constants
+
+        return {
+            constants.ENABLE_VERTEX_KEY: True,
+            constants.VERTEX_REGION_KEY: self.region,
+            constants.VERTEX_CONTAINER_IMAGE_URI_KEY: self.serving_image,
+            constants.SERVING_ARGS_KEY: {
+                "project_id": self.project,
+                "endpoint_name": self.endpoint_name,
+                "machine_type": self.machine_type,
+                "min_replica_count": self.min_replicas,
+                "max_replica_count": self.max_replicas,
+                "traffic_percentage": self.traffic_percentage,
+            },
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything `create_pipeline` needs.
 
     Attributes:
       pipeline_name: MLMD context name; runs of the same name share cache and baselines.
       pipeline_root: where component outputs are written (local path or gs://).
-      data_root: folder holding the input CSV files.
+      data_root: folder holding the input CSV files (unless bigquery_query is set).
+      bigquery_query: read the input with BigQueryExampleGen instead of CSV files.
       schema_path: the curated schema (.pbtxt) that ImportSchemaGen imports.
       serving_model_dir: Pusher's destination; each push is a new numbered version inside.
       metadata_path: SQLite file for ML Metadata (local runs); None when the orchestrator
@@ -63,6 +130,8 @@ class PipelineConfig:
       enable_cache: reuse the outputs of component executions whose inputs are unchanged.
       module_fingerprint: digest of the user code; part of the Transform and Trainer
         configuration so that a code change invalidates their cache.
+      vertex_training: run the Trainer on Vertex AI Training (None: in the pipeline's worker).
+      vertex_endpoint: push to a Vertex AI endpoint (None: copy to serving_model_dir).
     """
 
     pipeline_name: str
@@ -79,10 +148,14 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
     enable_cache: bool = True
     module_fingerprint: str = ""
+    bigquery_query: str | None = None
+    vertex_training: VertexTraining | None = None
+    vertex_endpoint: VertexEndpoint | None = None
 
     def __post_init__(self) -> None:
-        for name in ("pipeline_name", "pipeline_root", "data_root", "schema_path", "serving_model_dir"):
+        for name in ("pipeline_name", "pipeline_root", "schema_path", "serving_model_dir"):
             _require(bool(getattr(self, name)), name, "is required")
+        _require(bool(self.data_root) != bool(self.bigquery_query), "data_root", "set exactly one of data_root and bigquery_query")
         _require(
             self.pipeline_name.replace("-", "").replace("_", "").isalnum(),
             "pipeline_name",
@@ -111,6 +184,11 @@ def local_config(
     <output_dir>/serving/<version> (pushed models).
     """
     _require(os.path.isdir(data_root), "data_root", f"no such directory: {data_root}")
+    _require(
+        any(name.endswith(".csv") for name in os.listdir(data_root)),
+        "data_root",
+        f"no .csv file in {data_root}",
+    )
     _require(os.path.isfile(schema_path), "schema_path", f"no such file: {schema_path}")
     output_dir = os.path.abspath(output_dir)
     values: dict[str, Any] = dict(

@@ -53,16 +53,20 @@ def create_pipeline(
         orchestrator provide one (Vertex).
     """
     fingerprint = cfg.module_fingerprint or module_fingerprint()
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=cfg.data_root,
-        output_config=tfx.proto.Output(
-            split_config=tfx.proto.SplitConfig(
-                splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=b) for n, b in cfg.split_buckets],
-                # Hash this column, not the whole row: see F.SPLIT_KEY.
-                partition_feature_name=F.SPLIT_KEY,
-            )
-        ),
-    ).with_id(EXAMPLE_GEN)
+    output_config = tfx.proto.Output(
+        split_config=tfx.proto.SplitConfig(
+            splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=b) for n, b in cfg.split_buckets],
+            # Hash this column, not the whole row: see F.SPLIT_KEY.
+            partition_feature_name=F.SPLIT_KEY,
+        )
+    )
+    if cfg.bigquery_query:
+        example_gen = tfx.extensions.google_cloud_big_query.BigQueryExampleGen(
+            query=cfg.bigquery_query, output_config=output_config
+        )
+    else:
+        example_gen = tfx.components.CsvExampleGen(input_base=cfg.data_root, output_config=output_config)
+    example_gen = example_gen.with_id(EXAMPLE_GEN)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
     # Inferred for reference (diff it against the curated one when the data changes); the
@@ -87,14 +91,19 @@ def create_pipeline(
         disable_statistics=True,
     ).with_id(TRANSFORM)
 
-    trainer = tfx.components.Trainer(
+    trainer_config = {"hparams": cfg.hparams.to_dict(), "module_fingerprint": fingerprint}
+    trainer_class = tfx.components.Trainer
+    if cfg.vertex_training:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        trainer_config.update(cfg.vertex_training.custom_config())
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
         train_args=tfx.proto.TrainArgs(num_steps=cfg.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=cfg.eval_steps),
-        custom_config={"hparams": cfg.hparams.to_dict(), "module_fingerprint": fingerprint},
+        custom_config=trainer_config,
     ).with_id(TRAINER)
 
     baseline_resolver = tfx.dsl.Resolver(
@@ -110,13 +119,21 @@ def create_pipeline(
         eval_config=build_eval_config(cfg.thresholds),
     ).with_id(EVALUATOR)
 
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_model_dir)
-        ),
-    ).with_id(PUSHER)
+    if cfg.vertex_endpoint:
+        pusher = tfx.extensions.google_cloud_ai_platform.Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            custom_config=cfg.vertex_endpoint.custom_config(),
+        )
+    else:
+        pusher = tfx.components.Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_model_dir)
+            ),
+        )
+    pusher = pusher.with_id(PUSHER)
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,

@@ -1,0 +1,256 @@
+"""Vertex AI: production settings, compilation with TFX's KubeflowV2 runner, and job submission.
+
+The pipeline is the same `create_pipeline`; only the `PipelineConfig` differs: a gs:// root,
+Dataflow Beam args, BigQuery or GCS input, Vertex AI Training for the Trainer and a Vertex AI
+endpoint (or GCS) for the Pusher. User code is referenced by module path and lives in the
+pipeline image, so compiling reads no cloud resource and uploads nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Mapping
+
+from modules.hparams import HParams
+from pipeline.configs import ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
+
+# Where the Dockerfile puts the repository inside the pipeline image.
+IMAGE_WORKDIR = "/pipeline"
+DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+
+_REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")  # us-central1, europe-west4, northamerica-northeast1
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_CRON = re.compile(r"^(\S+\s+){4}\S+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class VertexConfig:
+    """Production settings. Build with `from_mapping` (a JSON file and/or flags)."""
+
+    project: str
+    region: str
+    pipeline_root: str
+    image: str
+    pipeline_name: str = "taxi-big-tipper"
+    service_account: str | None = None
+    # Input: exactly one of a BigQuery query (BigQueryExampleGen) or a gs:// folder of CSVs.
+    bigquery_query: str | None = None
+    data_root: str | None = None
+    schema_path: str = f"{IMAGE_WORKDIR}/schemas/schema.pbtxt"  # inside the image
+    # Beam on Dataflow for ExampleGen, StatisticsGen, Transform and Evaluator.
+    dataflow_region: str | None = None  # default: region
+    dataflow_temp_location: str | None = None  # default: <pipeline_root>/tmp
+    dataflow_machine_type: str = "n1-standard-4"
+    dataflow_max_workers: int = 10
+    # Trainer on Vertex AI Training.
+    training_machine_type: str = "n1-standard-8"
+    training_accelerator_type: str | None = None  # e.g. NVIDIA_TESLA_T4
+    training_accelerator_count: int = 0
+    # Pusher: a Vertex AI endpoint when endpoint_name is set, else the GCS serving_model_dir.
+    endpoint_name: str | None = None
+    serving_image: str = DEFAULT_SERVING_IMAGE
+    serving_machine_type: str = "n1-standard-2"
+    serving_min_replicas: int = 1
+    serving_max_replicas: int = 2
+    traffic_percentage: int = 100
+    serving_model_dir: str | None = None  # default: <pipeline_root>/serving
+    # Training length and hyperparameters, as for local runs.
+    train_steps: int = 2000
+    hparams: HParams = dataclasses.field(default_factory=HParams)
+    enable_cache: bool = True
+    # Optional recurring run (cron, in the region's time zone unless TZ= is given).
+    schedule_cron: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(bool(self.project), "vertex.project", "is required")
+        _require(bool(_PROJECT.match(self.project)), "vertex.project", f"not a GCP project id: {self.project!r}")
+        _require(bool(self.region), "vertex.region", "is required")
+        _require(bool(_REGION.match(self.region)), "vertex.region", f"not a region like 'us-central1': {self.region!r}")
+        if self.dataflow_region:
+            _require(bool(_REGION.match(self.dataflow_region)), "vertex.dataflow_region", f"not a region: {self.dataflow_region!r}")
+        _require(bool(self.pipeline_root), "vertex.pipeline_root", "is required")
+        for name in ("pipeline_root", "data_root", "dataflow_temp_location", "serving_model_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(value.startswith("gs://") and len(value) > 5, f"vertex.{name}", f"must be a gs:// path, got {value!r}")
+        _require(bool(self.image), "vertex.image", "is required (the pipeline container image, see Dockerfile)")
+        _require("/" in self.image and " " not in self.image, "vertex.image", f"not an image reference: {self.image!r}")
+        _require(
+            (self.bigquery_query is None) != (self.data_root is None),
+            "vertex.bigquery_query/data_root",
+            "set exactly one input: a BigQuery query or a gs:// folder of CSV files",
+        )
+        if self.service_account is not None:
+            _require(
+                self.service_account.endswith(".iam.gserviceaccount.com") and "@" in self.service_account,
+                "vertex.service_account",
+                f"not a service account email: {self.service_account!r}",
+            )
+        _require(self.dataflow_max_workers > 0, "vertex.dataflow_max_workers", "must be positive")
+        _require(
+            (self.training_accelerator_type is None) == (self.training_accelerator_count == 0),
+            "vertex.training_accelerator_count",
+            "set training_accelerator_type and a positive training_accelerator_count together",
+        )
+        _require(0 <= self.traffic_percentage <= 100, "vertex.traffic_percentage", "must be in [0, 100]")
+        _require(
+            0 < self.serving_min_replicas <= self.serving_max_replicas,
+            "vertex.serving_max_replicas",
+            "need 0 < serving_min_replicas <= serving_max_replicas",
+        )
+        if self.schedule_cron is not None:
+            _require(bool(_CRON.match(self.schedule_cron.split(" ", 1)[-1] if self.schedule_cron.startswith("TZ=") else self.schedule_cron)),
+                     "vertex.schedule_cron", f"not a 5-field cron expression: {self.schedule_cron!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "VertexConfig":
+        """From a JSON-like mapping; unknown keys and wrong types are errors naming the key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(f"vertex: unknown settings: {', '.join(unknown)}")
+        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in values]
+        if missing:
+            raise ConfigError(f"vertex.{missing[0]}: is required")
+        values = dict(values)
+        if "hparams" in values and not isinstance(values["hparams"], HParams):
+            try:
+                values["hparams"] = HParams.from_dict({**HParams().to_dict(), **values["hparams"]})
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"vertex.hparams: {e}") from e
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str, overrides: Mapping[str, Any] = ()) -> "VertexConfig":
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"vertex config {path}: {e}") from e
+        return cls.from_mapping({**values, **dict(overrides)})
+
+    def beam_pipeline_args(self) -> tuple[str, ...]:
+        args = [
+            "--runner=DataflowRunner",
+            f"--project={self.project}",
+            f"--region={self.dataflow_region or self.region}",
+            f"--temp_location={self.dataflow_temp_location or self.pipeline_root.rstrip('/') + '/tmp'}",
+            f"--machine_type={self.dataflow_machine_type}",
+            f"--max_num_workers={self.dataflow_max_workers}",
+            # Workers run the pipeline image, so they have this package and the pinned set.
+            f"--sdk_container_image={self.image}",
+            "--experiments=use_runner_v2",
+        ]
+        if self.service_account:
+            args.append(f"--service_account_email={self.service_account}")
+        return tuple(args)
+
+    def pipeline_config(self) -> PipelineConfig:
+        """The one PipelineConfig that `create_pipeline` takes, for Vertex."""
+        training = VertexTraining(
+            project=self.project,
+            region=self.region,
+            image=self.image,
+            machine_type=self.training_machine_type,
+            accelerator_type=self.training_accelerator_type,
+            accelerator_count=self.training_accelerator_count,
+            service_account=self.service_account,
+        )
+        endpoint = None
+        if self.endpoint_name:
+            endpoint = VertexEndpoint(
+                project=self.project,
+                region=self.region,
+                endpoint_name=self.endpoint_name,
+                serving_image=self.serving_image,
+                machine_type=self.serving_machine_type,
+                min_replicas=self.serving_min_replicas,
+                max_replicas=self.serving_max_replicas,
+                traffic_percentage=self.traffic_percentage,
+            )
+        root = self.pipeline_root.rstrip("/")
+        return PipelineConfig(
+            pipeline_name=self.pipeline_name,
+            pipeline_root=root,
+            data_root=self.data_root or "",
+            bigquery_query=self.bigquery_query,
+            schema_path=self.schema_path,
+            serving_model_dir=self.serving_model_dir or f"{root}/serving",
+            metadata_path=None,  # Vertex ML Metadata, provided by the service
+            train_steps=self.train_steps,
+            hparams=self.hparams,
+            beam_pipeline_args=self.beam_pipeline_args(),
+            enable_cache=self.enable_cache,
+            vertex_training=training,
+            vertex_endpoint=endpoint,
+        )
+
+
+def compile_pipeline(vcfg: VertexConfig, output_path: str) -> str:
+    """Writes the Vertex pipeline spec (PipelineJob JSON) to `output_path`; returns the path."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    output_dir, filename = os.path.split(os.path.abspath(output_path))
+    os.makedirs(output_dir, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=vcfg.image),
+        output_dir=output_dir,
+        output_filename=filename,
+    )
+    runner.run(create_pipeline(vcfg.pipeline_config()), write_out=True)
+    return os.path.join(output_dir, filename)
+
+
+def build_job(vcfg: VertexConfig, spec_path: str, credentials=None):
+    """The aiplatform PipelineJob for a compiled spec. Makes no network call."""
+    from google.cloud import aiplatform
+
+    if not os.path.isfile(spec_path):
+        raise ConfigError(f"spec: no compiled pipeline at {spec_path} (run 'vertex compile' first)")
+    return aiplatform.PipelineJob(
+        display_name=vcfg.pipeline_name,
+        template_path=spec_path,
+        pipeline_root=vcfg.pipeline_root,
+        project=vcfg.project,
+        location=vcfg.region,
+        enable_caching=vcfg.enable_cache,
+        credentials=credentials,
+    )
+
+
+def job_request(vcfg: VertexConfig, job) -> dict[str, Any]:
+    """The CreatePipelineJob request that `submit` sends, as a dict (for --dry-run)."""
+    from google.protobuf import json_format
+
+    pipeline_job = type(job.gca_resource)()  # copy, so the dry run does not change the job
+    pipeline_job._pb.CopyFrom(job.gca_resource._pb)
+    if vcfg.service_account:
+        pipeline_job.service_account = vcfg.service_account
+    request = {
+        "parent": f"projects/{vcfg.project}/locations/{vcfg.region}",
+        "pipeline_job_id": job.job_id,
+        "pipeline_job": json_format.MessageToDict(pipeline_job._pb),
+    }
+    if vcfg.schedule_cron:
+        request["schedule"] = {"cron": vcfg.schedule_cron, "display_name": f"{vcfg.pipeline_name}-schedule"}
+    return request
+
+
+def submit(vcfg: VertexConfig, job, wait: bool = False):
+    """Sends the job (or creates its schedule) to Vertex AI Pipelines."""
+    if vcfg.schedule_cron:
+        return job.create_schedule(
+            cron=vcfg.schedule_cron,
+            display_name=f"{vcfg.pipeline_name}-schedule",
+            service_account=vcfg.service_account,
+        )
+    if wait:
+        job.run(service_account=vcfg.service_account, sync=True)
+    else:
+        job.submit(service_account=vcfg.service_account)
+    return job

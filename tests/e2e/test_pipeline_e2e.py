@@ -1,0 +1,110 @@
+"""The real pipeline with LocalDagRunner, Beam DirectRunner and a SQLite MLMD store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
+from sklearn.metrics import roc_auc_score
+
+from conftest import DATA_CSV, SCHEMA_PATH, read_rows, to_example
+from modules import features as F
+from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from pipeline import configs, local, metadata
+from pipeline import pipeline as P
+from test_signatures import dense_columns
+
+pytestmark = pytest.mark.e2e
+
+SAMPLE_ROWS = 3000
+ALL_COMPONENTS = {
+    P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR,
+    P.TRANSFORM, P.TRAINER, P.BASELINE_RESOLVER, P.EVALUATOR, P.PUSHER,
+}
+
+
+def write_sample(path, n: int) -> str:
+    """The first n data rows of the bundled CSV, header included."""
+    os.makedirs(path, exist_ok=True)
+    with open(DATA_CSV) as src, open(os.path.join(path, "taxi.csv"), "w") as dst:
+        for i, line in enumerate(src):
+            if i > n:
+                break
+            dst.write(line)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    cfg = configs.local_config(
+        str(root / "out"), write_sample(root / "data", SAMPLE_ROWS), str(SCHEMA_PATH),
+        train_steps=300, eval_steps=5,
+        # 2,000 training rows: a lower bar than the full data's, still far above chance.
+        thresholds=configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8),
+    )
+    return cfg, local.run(cfg)
+
+
+def test_every_component_ran_and_the_model_was_blessed_and_pushed(sample_run):
+    cfg, summary = sample_run
+    assert summary["status"] == "complete"
+    assert summary["components"] == {c: "ran" for c in ALL_COMPONENTS}
+    assert summary["blessed"] is True
+    assert summary["metrics"]["auc"] >= 0.85
+    assert summary["metrics"]["example_count"] > 0.25 * SAMPLE_ROWS
+    pushed = summary["pushed_model"]
+    assert os.path.dirname(pushed) == cfg.serving_model_dir
+    assert tf.saved_model.contains_saved_model(pushed)
+
+
+def test_served_model_predicts_unseen_raw_rows(sample_run):
+    _, summary = sample_run
+    model = tf.saved_model.load(summary["pushed_model"])
+    rows = read_rows(500, start=SAMPLE_ROWS + 1)  # not in the sample the model saw
+    labels = [int(r["fare"][0] > 0 and r["tips"][0] > 0.2 * r["fare"][0]) for r in rows]
+    examples = tf.constant([to_example(r, drop=F.LABEL_SOURCE_KEYS) for r in rows])
+    by_example = model.signatures["serving_default"](examples=examples)[PREDICTION_KEY].numpy()
+    by_json = model.signatures[SERVING_RAW_SIGNATURE](**dense_columns(rows))[PREDICTION_KEY].numpy()
+    np.testing.assert_allclose(by_example, by_json, rtol=1e-5, atol=1e-6)
+    assert roc_auc_score(labels, by_example) > 0.85
+
+
+def test_metadata_records_executions_and_lineage_inputs(sample_run):
+    cfg, _ = sample_run
+    store = metadata.open_store(metadata.sqlite_connection(cfg.metadata_path))
+    run = metadata.Metadata(store, cfg.pipeline_name).latest_run()
+    assert set(run.components) == ALL_COMPONENTS
+    types = {a.type for a in store.get_artifacts()}
+    assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph", "Model",
+            "ModelEvaluation", "ModelBlessing", "PushedModel"} <= types
+    # The trained model's execution consumed the transform graph this run produced.
+    trainer_inputs = [e for e in store.get_events_by_execution_ids([run.components[P.TRAINER].execution_id])
+                      if e.type == metadata_store_pb2.Event.INPUT]
+    graph = run.output(P.TRANSFORM, "transform_graph")
+    assert graph.id in {e.artifact_id for e in trainer_inputs}
+
+
+def test_unchanged_rerun_is_served_from_cache(sample_run):
+    cfg, first = sample_run
+    second = local.run(cfg)
+    assert second["run_id"] != first["run_id"]
+    for component in (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.TRANSFORM, P.TRAINER):
+        assert second["components"][component] == "cached", component
+
+
+@pytest.mark.quality
+def test_full_data_model_meets_the_quality_bar(tmp_path):
+    """The default configuration on all 15,002 rows: the bar from the foundation issue."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(DATA_CSV, data / "taxi.csv")
+    cfg = local.build_config(str(tmp_path / "out"), str(data), str(SCHEMA_PATH))
+    summary = local.run(cfg)
+    assert summary["blessed"]
+    assert summary["metrics"]["binary_accuracy"] >= 0.90
+    assert summary["metrics"]["auc"] >= 0.955

@@ -1,0 +1,125 @@
+"""Configuration validation, the CLI's error handling, and the pipeline's wiring."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import runner
+from conftest import ROOT, SCHEMA_PATH
+from modules.hparams import HParams
+from pipeline import configs
+from pipeline import pipeline as P
+
+
+def cfg(tmp_path, **overrides):
+    return configs.local_config(str(tmp_path), str(ROOT / "data"), str(SCHEMA_PATH), **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"train_steps": 0}, "train_steps"),
+        ({"eval_steps": "10"}, "eval_steps"),
+        ({"pipeline_name": "bad name!"}, "pipeline_name"),
+        ({"pipeline_root": ""}, "pipeline_root"),
+        ({"split_buckets": (("train", 2), ("test", 1))}, "split_buckets"),
+        ({"split_buckets": (("train", 0), ("eval", 1))}, "split_buckets"),
+    ],
+)
+def test_bad_pipeline_config_names_the_field(tmp_path, overrides, field):
+    with pytest.raises(configs.ConfigError, match=f"^{field}:"):
+        cfg(tmp_path, **overrides)
+
+
+def test_bad_thresholds_name_the_field():
+    with pytest.raises(configs.ConfigError, match="thresholds.min_auc"):
+        configs.EvalThresholds(min_auc=1.5)
+
+
+def test_data_root_must_hold_csv(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(configs.ConfigError, match="^data_root: no .csv file"):
+        configs.local_config(str(tmp_path), str(tmp_path / "empty"), str(SCHEMA_PATH))
+    with pytest.raises(configs.ConfigError, match="^data_root: no such directory"):
+        configs.local_config(str(tmp_path), str(tmp_path / "missing"), str(SCHEMA_PATH))
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"batch_size": 0}, "hparams.batch_size is out of range"),
+        ({"batch_size": "64"}, "hparams.batch_size must be int"),
+        ({"dropout": 1.0}, "hparams.dropout is out of range"),
+        ({"warm_start": "yes"}, "hparams.warm_start must be bool"),
+        ({"hidden_units": [64, -1]}, "hparams.hidden_units is out of range"),
+        ({"learnin_rate": 0.1}, "unknown hparams: learnin_rate"),
+    ],
+)
+def test_bad_hparams_name_the_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        HParams.from_dict(values)
+
+
+def test_hparams_round_trip_through_custom_config_json():
+    import json
+
+    hp = HParams(hidden_units=(32, 16), learning_rate=0.01, warm_start=False)
+    assert HParams.from_dict(json.loads(json.dumps(hp.to_dict()))) == hp
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--data", "/nonexistent"], "error: data_root: no such directory: /nonexistent"),
+        (["run", "--hparams", '{"nope": 1}'], "error: --hparams: unknown hparams: nope"),
+        (["run", "--hparams", "{not json"], "error: --hparams: not a JSON object or file"),
+        (["run", "--train-steps", "0"], "error: train_steps: must be a positive integer"),
+    ],
+)
+def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert runner.main([*argv, "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message)
+    assert len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+EXPECTED_EDGES = {
+    P.EXAMPLE_GEN: set(),
+    P.STATISTICS_GEN: {P.EXAMPLE_GEN},
+    P.SCHEMA_GEN: {P.STATISTICS_GEN},
+    P.SCHEMA_IMPORTER: set(),
+    P.EXAMPLE_VALIDATOR: {P.STATISTICS_GEN, P.SCHEMA_IMPORTER},
+    P.TRANSFORM: {P.EXAMPLE_GEN, P.SCHEMA_IMPORTER},
+    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER},
+    P.BASELINE_RESOLVER: set(),
+    P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER, P.BASELINE_RESOLVER},
+    P.PUSHER: {P.TRAINER, P.EVALUATOR},
+}
+
+
+def pipeline_edges(pipeline) -> dict[str, set[str]]:
+    return {c.id: {u.id for u in c.upstream_nodes} for c in pipeline.components}
+
+
+def test_pipeline_wiring(tmp_path):
+    pipeline = P.create_pipeline(cfg(tmp_path))
+    assert pipeline_edges(pipeline) == EXPECTED_EDGES
+
+
+def test_hparams_and_code_reach_the_trainer_config(tmp_path):
+    hp = HParams(learning_rate=0.01)
+    pipeline = P.create_pipeline(cfg(tmp_path, hparams=hp))
+    trainer = next(c for c in pipeline.components if c.id == P.TRAINER)
+    import json
+
+    custom = json.loads(trainer.exec_properties["custom_config"])
+    assert HParams.from_dict(custom["hparams"]) == hp
+    assert custom["module_fingerprint"] == P.module_fingerprint()
+
+
+def test_config_is_frozen(tmp_path):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg(tmp_path).train_steps = 5
