@@ -5,6 +5,8 @@ Examples:
   python runner.py run                                  # bundled data -> outputs/
   python runner.py run --data data/ --output /tmp/out --train-steps 500
   python runner.py run --hparams '{"learning_rate": 0.001}'
+  python runner.py vertex compile --config vertex.json  # -> build/pipeline.json, offline
+  python runner.py vertex submit --config vertex.json --dry-run
 """
 
 from __future__ import annotations
@@ -70,6 +72,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags that override settings of the Vertex config file (flag -> VertexConfig field).
+VERTEX_FLAGS = {
+    "project": "GCP project id",
+    "region": "Vertex AI region, e.g. us-central1",
+    "pipeline_root": "gs:// root for pipeline artifacts",
+    "image": "pipeline container image (see Dockerfile)",
+    "service_account": "service account email the job runs as",
+    "data_root": "gs:// folder of CSV files (input)",
+    "bigquery_query": "BigQuery query (input, instead of --data-root)",
+    "endpoint_name": "Vertex AI endpoint to deploy blessed models to (default: push to GCS)",
+    "schedule_cron": "create a recurring schedule with this cron expression instead of one run",
+}
+
+
+def _vertex_config(args: argparse.Namespace):
+    from pipeline.vertex import VertexConfig
+
+    overrides = {k: getattr(args, k) for k in VERTEX_FLAGS if getattr(args, k) is not None}
+    if args.train_steps is not None:
+        overrides["train_steps"] = args.train_steps
+    if args.config:
+        return VertexConfig.from_file(args.config, overrides)
+    return VertexConfig.from_mapping(overrides)
+
+
+def cmd_vertex_compile(args: argparse.Namespace) -> int:
+    from pipeline.vertex import compile_pipeline
+
+    vcfg = _vertex_config(args)
+    print(compile_pipeline(vcfg, args.output))
+    return 0
+
+
+def cmd_vertex_submit(args: argparse.Namespace) -> int:
+    from pipeline import vertex
+
+    vcfg = _vertex_config(args)
+    spec = args.spec or vertex.compile_pipeline(vcfg, args.output)
+    if args.dry_run:
+        from google.auth.credentials import AnonymousCredentials
+
+        job = vertex.build_job(vcfg, spec, credentials=AnonymousCredentials())
+        print(json.dumps(vertex.job_request(vcfg, job), indent=2, sort_keys=True))
+        return 0
+    job = vertex.submit(vcfg, vertex.build_job(vcfg, spec), wait=args.wait)
+    print(getattr(job, "resource_name", job))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
+
+    vertex = sub.add_parser("vertex", help="compile for / submit to Vertex AI Pipelines")
+    vsub = vertex.add_subparsers(dest="vertex_command", required=True)
+    for name, func, text in (
+        ("compile", cmd_vertex_compile, "write the pipeline spec JSON (offline; uploads nothing)"),
+        ("submit", cmd_vertex_submit, "compile, then submit a PipelineJob (or a schedule)"),
+    ):
+        p = vsub.add_parser(name, help=text)
+        p.add_argument("--config", help="JSON file of Vertex settings (see vertex.example.json)")
+        for flag, flag_help in VERTEX_FLAGS.items():
+            p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=flag_help)
+        p.add_argument("--train-steps", type=int, help="training steps")
+        p.add_argument("--output", default=os.path.join(HERE, "build", "pipeline.json"), help="spec path (default: %(default)s)")
+        p.set_defaults(func=func)
+        if name == "submit":
+            p.add_argument("--spec", help="submit this compiled spec instead of compiling")
+            p.add_argument("--dry-run", action="store_true", help="print the exact job request instead of sending it")
+            p.add_argument("--wait", action="store_true", help="wait for the run to finish, streaming its state")
     return parser
 
 

@@ -227,8 +227,10 @@ def job_request(vcfg: VertexConfig, job) -> dict[str, Any]:
     """The CreatePipelineJob request that `submit` sends, as a dict (for --dry-run)."""
     from google.protobuf import json_format
 
-    pipeline_job = type(job.gca_resource)()  # copy, so the dry run does not change the job
-    pipeline_job._pb.CopyFrom(job.gca_resource._pb)
+    # `submit` sends `job._gca_resource` (the public property refuses before creation); copy it
+    # and apply what submit applies, so the dry run shows the same request and changes nothing.
+    pipeline_job = type(job._gca_resource)()
+    pipeline_job._pb.CopyFrom(job._gca_resource._pb)
     if vcfg.service_account:
         pipeline_job.service_account = vcfg.service_account
     request = {

@@ -1,0 +1,244 @@
+"""The Vertex AI path, offline: compile, validate the spec, build and submit the job with the
+aiplatform client faked only at its network boundary (the gapic create_pipeline_job call)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import pathlib
+
+import pytest
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+import runner
+from conftest import ROOT
+from pipeline import pipeline as P
+from pipeline import vertex
+from pipeline.configs import ConfigError
+from test_config import EXPECTED_EDGES
+
+pytestmark = pytest.mark.vertex
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "vertex_pipeline.json"
+SETTINGS = dict(
+    project="my-project",
+    region="europe-west4",
+    pipeline_root="gs://my-bucket/tfx",
+    image="europe-west4-docker.pkg.dev/my-project/tfx/taxi:1.0",
+    service_account="pipelines@my-project.iam.gserviceaccount.com",
+    data_root="gs://my-bucket/data",
+    dataflow_machine_type="n1-highmem-4",
+    dataflow_max_workers=7,
+    training_machine_type="n1-standard-16",
+    training_accelerator_type="NVIDIA_TESLA_T4",
+    training_accelerator_count=1,
+    endpoint_name="taxi-endpoint",
+    traffic_percentage=50,
+)
+BEAM_COMPONENTS = (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.TRANSFORM, P.EVALUATOR)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = vertex.compile_pipeline(vertex.VertexConfig(**SETTINGS), str(tmp_path_factory.mktemp("spec") / "pipeline.json"))
+    with open(path) as f:
+        job = json.load(f)
+    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    return path, job, spec
+
+
+def component_of(task_name: str) -> str:
+    # The KubeflowV2 compiler expands the baseline resolver into two tasks.
+    return P.BASELINE_RESOLVER if task_name.startswith(P.BASELINE_RESOLVER + "-") else task_name
+
+
+def executor(spec, task: str):
+    name = spec.root.dag.tasks[task].component_ref.name
+    return spec.deployment_spec["executors"][spec.components[name].executor_label]
+
+
+def custom_config(spec, task: str) -> dict:
+    value = spec.root.dag.tasks[task].inputs.parameters["custom_config"].runtime_value
+    # TFX 1.16 writes the deprecated `constant_value` form; newer compilers write `constant`.
+    text = value.constant_value.string_value if value.HasField("constant_value") else value.constant.string_value
+    return json.loads(text)
+
+
+def test_tasks_and_edges_are_the_local_pipelines(compiled):
+    _, _, spec = compiled
+    edges: dict[str, set[str]] = {}
+    for name, task in spec.root.dag.tasks.items():
+        deps = {component_of(d) for d in task.dependent_tasks} - {component_of(name)}
+        edges.setdefault(component_of(name), set()).update(deps)
+    assert edges == EXPECTED_EDGES
+
+
+def test_every_container_runs_the_configured_image(compiled):
+    _, _, spec = compiled
+    images = {
+        name: e["container"]["image"] for name, e in spec.deployment_spec["executors"].items() if "container" in e
+    }
+    assert len(images) == len(EXPECTED_EDGES) - 1  # all but the resolver, which has no container
+    assert set(images.values()) == {SETTINGS["image"]}
+
+
+def test_dataflow_args_reach_every_beam_component(compiled):
+    _, _, spec = compiled
+    for task in BEAM_COMPONENTS:
+        args = list(executor(spec, task)["container"]["args"])
+        for expected in (
+            "--runner=DataflowRunner",
+            "--project=my-project",
+            "--region=europe-west4",
+            "--temp_location=gs://my-bucket/tfx/tmp",
+            "--machine_type=n1-highmem-4",
+            "--max_num_workers=7",
+            f"--sdk_container_image={SETTINGS['image']}",
+            f"--service_account_email={SETTINGS['service_account']}",
+        ):
+            assert expected in args, (task, expected)
+
+
+def test_trainer_runs_on_vertex_training(compiled):
+    _, _, spec = compiled
+    args = list(executor(spec, P.TRAINER)["container"]["args"])
+    assert args[args.index("--executor_class_path") + 1].startswith("tfx.extensions.google_cloud_ai_platform.trainer")
+    config = custom_config(spec, P.TRAINER)
+    assert config["ai_platform_enable_vertex"] is True
+    assert config["ai_platform_vertex_region"] == "europe-west4"
+    training = config["ai_platform_training_args"]
+    assert training["project"] == "my-project"
+    (pool,) = training["job_spec"]["worker_pool_specs"]
+    assert pool["machine_spec"] == {"machine_type": "n1-standard-16", "accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 1}
+    assert pool["container_spec"]["image_uri"] == SETTINGS["image"]
+    assert training["job_spec"]["service_account"] == SETTINGS["service_account"]
+    assert "hparams" in config  # the model's settings travel with the Vertex ones
+
+
+def test_pusher_deploys_to_the_vertex_endpoint(compiled):
+    _, _, spec = compiled
+    args = list(executor(spec, P.PUSHER)["container"]["args"])
+    assert args[args.index("--executor_class_path") + 1].startswith("tfx.extensions.google_cloud_ai_platform.pusher")
+    config = custom_config(spec, P.PUSHER)
+    assert config["ai_platform_vertex_container_image_uri"] == vertex.DEFAULT_SERVING_IMAGE
+    serving = config["ai_platform_serving_args"]
+    assert serving["endpoint_name"] == "taxi-endpoint"
+    assert serving["project_id"] == "my-project"
+    assert serving["traffic_percentage"] == 50
+
+
+def test_no_local_path_leaks_into_the_spec(compiled):
+    path, _, _ = compiled
+    text = open(path).read()
+    for local in (str(ROOT), os.path.dirname(path), os.path.expanduser("~"), "/tmp/"):
+        assert local not in text
+    assert "module_file" not in text  # user code is referenced by module path, in the image
+    assert P.PREPROCESSING_FN in text and P.RUN_FN in text
+
+
+def _normalized(job: dict) -> str:
+    """The spec with what legitimately changes per build masked (code digest, versions)."""
+    text = json.dumps(job, indent=1, sort_keys=True)
+    text = text.replace(P.module_fingerprint(), "<module-fingerprint>")
+    job = json.loads(text)
+    job.pop("labels", None)
+    job["pipelineSpec"].pop("sdkVersion", None)
+    return json.dumps(job, indent=1, sort_keys=True) + "\n"
+
+
+def test_spec_matches_the_golden_file(compiled):
+    _, job, _ = compiled
+    got = _normalized(job)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(got)
+    want = GOLDEN.read_text()
+    if got != want:
+        diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), "golden", "compiled", n=2))
+        pytest.fail(f"compiled spec differs from {GOLDEN.name} (UPDATE_GOLDEN=1 to accept):\n{diff}")
+
+
+def test_dry_run_is_the_request_submit_sends(compiled, monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+
+    path, _, _ = compiled
+    vcfg = vertex.VertexConfig(**SETTINGS)
+    job = vertex.build_job(vcfg, path, credentials=AnonymousCredentials())
+    dry = vertex.job_request(vcfg, job)
+
+    sent = {}
+
+    def fake_create(self, *, parent, pipeline_job, pipeline_job_id, **kwargs):
+        sent.update(parent=parent, pipeline_job_id=pipeline_job_id, pipeline_job=json_format.MessageToDict(pipeline_job._pb))
+        created = type(pipeline_job)()
+        created._pb.CopyFrom(pipeline_job._pb)
+        created.name = f"{parent}/pipelineJobs/{pipeline_job_id}"
+        return created
+
+    monkeypatch.setattr(PipelineServiceClient, "create_pipeline_job", fake_create)
+    vertex.submit(vcfg, job)
+    assert sent == dry
+    assert sent["parent"] == "projects/my-project/locations/europe-west4"
+    assert sent["pipeline_job"]["serviceAccount"] == SETTINGS["service_account"]
+    assert sent["pipeline_job"]["runtimeConfig"]["gcsOutputDirectory"] == "gs://my-bucket/tfx"
+
+
+def test_dry_run_cli_prints_the_request(tmp_path, capsys):
+    config = tmp_path / "vertex.json"
+    config.write_text(json.dumps({k: v for k, v in SETTINGS.items()}))
+    spec = tmp_path / "pipeline.json"
+    assert runner.main(["vertex", "submit", "--config", str(config), "--output", str(spec),
+                        "--schedule-cron", "0 3 * * 1", "--dry-run"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["schedule"]["cron"] == "0 3 * * 1"
+    assert request["pipeline_job"]["pipelineSpec"]["pipelineInfo"]["name"] == "taxi-big-tipper"
+    assert spec.is_file()
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"project": ""}, "vertex.project"),
+        ({"project": "My Project"}, "vertex.project"),
+        ({"region": "us central"}, "vertex.region"),
+        ({"region": "uscentral1"}, "vertex.region"),
+        ({"pipeline_root": "/local/tfx"}, "vertex.pipeline_root"),
+        ({"data_root": "/local/data"}, "vertex.data_root"),
+        ({"bigquery_query": "SELECT 1"}, "vertex.bigquery_query/data_root"),
+        ({"data_root": None}, "vertex.bigquery_query/data_root"),
+        ({"image": ""}, "vertex.image"),
+        ({"service_account": "me@example.com"}, "vertex.service_account"),
+        ({"training_accelerator_count": 0}, "vertex.training_accelerator_count"),
+        ({"traffic_percentage": 150}, "vertex.traffic_percentage"),
+        ({"schedule_cron": "every day"}, "vertex.schedule_cron"),
+        ({"hparams": {"dropout": 2}}, "vertex.hparams"),
+        ({"colour": "blue"}, "vertex: unknown settings: colour"),
+    ],
+)
+def test_bad_settings_fail_naming_the_field(changes, field):
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        vertex.VertexConfig.from_mapping({**SETTINGS, **changes})
+
+
+def test_missing_setting_fails_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "spec.json"
+    code = runner.main(["vertex", "compile", "--region", "us-central1", "--pipeline-root", "gs://b/r",
+                        "--image", "gcr.io/p/i", "--data-root", "gs://b/d", "--output", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "error: vertex.project: is required"
+    assert not out.exists()
+
+
+def test_bigquery_input_uses_bigquery_example_gen(tmp_path):
+    settings = {**SETTINGS, "data_root": None, "bigquery_query": "SELECT * FROM `p.d.taxi`", "endpoint_name": None}
+    path = vertex.compile_pipeline(vertex.VertexConfig(**settings), str(tmp_path / "p.json"))
+    spec = json_format.ParseDict(json.load(open(path))["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    args = list(executor(spec, P.EXAMPLE_GEN)["container"]["args"])
+    assert "big_query" in args[args.index("--executor_class_path") + 1]
+    # Without an endpoint the Pusher copies the model to GCS.
+    pusher_args = list(executor(spec, P.PUSHER)["container"]["args"])
+    assert pusher_args[pusher_args.index("--executor_class_path") + 1] == "tfx.components.pusher.executor.Executor"
+    assert "gs://my-bucket/tfx/serving" in open(path).read()
