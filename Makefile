@@ -14,6 +14,7 @@ run: setup  ## run the pipeline locally on the bundled taxi data -> outputs/
 	$(PY) runner.py run
 
 test: setup  ## the whole test suite: unit and end-to-end (what CI runs)
+	@bash scripts/ensure-postgres.sh
 	$(PY) -m pytest
 
 test-unit: setup  ## unit tests only (no pipeline runs)

@@ -5,6 +5,11 @@ Examples:
   python runner.py run                                  # bundled data -> outputs/
   python runner.py run --data data/ --output /tmp/out --train-steps 500
   python runner.py run --hparams '{"learning_rate": 0.001}'
+  python runner.py runs                                 # run history from outputs/metadata.sqlite
+  python runner.py artifacts --type Model --json
+  python runner.py lineage 1795322187                   # a pushed model version (or artifact id)
+  python runner.py compare                              # serving model vs its predecessor
+  python runner.py runs --metadata postgresql://mlmd@db.internal:5432/mlmd
   python runner.py vertex compile --config vertex.json  # -> build/pipeline.json, offline
   python runner.py vertex submit --config vertex.json --dry-run
 """
@@ -54,6 +59,50 @@ def _hparams(text: str | None):
         raise UserError(f"--hparams: {e}") from e
 
 
+def _metadata(args: argparse.Namespace):
+    from pipeline import metadata
+
+    return metadata.Metadata(metadata.open_store(args.metadata), args.pipeline_name)
+
+
+def _emit(args: argparse.Namespace, data, render) -> int:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else render(data))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pipeline import metadata_report
+
+    runs = [r.to_dict() for r in _metadata(args).runs()[: args.limit]]
+    if not runs:
+        raise UserError(f"pipeline {args.pipeline_name!r} has no runs")
+    return _emit(args, runs, metadata_report.runs_table)
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    from pipeline import metadata_report
+
+    found = _metadata(args).artifacts(run_id=args.run, component=args.component, type_name=args.type)
+    if not found:
+        raise UserError("no artifacts match")
+    return _emit(args, found, metadata_report.artifacts_table)
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from pipeline import metadata_report
+
+    md = _metadata(args)
+    tree = md.lineage(md.resolve(args.ref), downstream=args.downstream)
+    return _emit(args, tree, metadata_report.lineage_tree)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline import metadata_report
+
+    result = _metadata(args).compare(args.model_a, args.model_b)
+    return _emit(args, result, metadata_report.comparison)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import local
 
@@ -64,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         train_steps=args.train_steps,
         hparams=_hparams(args.hparams),
         enable_cache=not args.no_cache,
+        **({"metadata_uri": args.metadata} if args.metadata else {}),
     )
     start = time.time()
     summary = local.run(cfg)
@@ -134,9 +184,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default=DEFAULT_OUTPUT, help="artifacts, metadata.sqlite and serving/ go here")
     run.add_argument("--train-steps", type=int, default=None, help="training steps (default: the config's)")
     run.add_argument("--hparams", help="JSON object or file overriding hyperparameters")
+    run.add_argument("--metadata", help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or postgresql://user@host:port/db")
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
+
+    def metadata_command(name: str, func, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--metadata", default=os.path.join(DEFAULT_OUTPUT, "metadata.sqlite"),
+                       help="SQLite path or postgresql://user[:password]@host[:port]/db (default: %(default)s)")
+        p.add_argument("--pipeline-name", default="taxi-big-tipper", help="default: %(default)s")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    p = metadata_command("runs", cmd_runs, "pipeline runs, newest first: component states, pushed model")
+    p.add_argument("--limit", type=int, default=20)
+    p = metadata_command("artifacts", cmd_artifacts, "artifacts with URIs and key properties")
+    p.add_argument("--run", help="only this run id")
+    p.add_argument("--component", help="only this component id (e.g. trainer)")
+    p.add_argument("--type", help="only this type (e.g. Model, Examples, PushedModel)")
+    p = metadata_command("lineage", cmd_lineage, "the graph upstream (or downstream) of an artifact")
+    p.add_argument("ref", help="artifact id or pushed model version")
+    p.add_argument("--downstream", action="store_true", help="what consumed it, instead of what produced it")
+    p = metadata_command("compare", cmd_compare, "two models' evaluations side by side, and what differed in their inputs")
+    p.add_argument("model_a", nargs="?", help="pushed version or artifact id (default: the serving model)")
+    p.add_argument("model_b", nargs="?", help="pushed version or artifact id (default: the one pushed before A)")
 
     vertex = sub.add_parser("vertex", help="compile for / submit to Vertex AI Pipelines")
     vsub = vertex.add_subparsers(dest="vertex_command", required=True)

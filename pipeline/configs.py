@@ -120,8 +120,9 @@ class PipelineConfig:
       bigquery_query: read the input with BigQueryExampleGen instead of CSV files.
       schema_path: the curated schema (.pbtxt) that ImportSchemaGen imports.
       serving_model_dir: Pusher's destination; each push is a new numbered version inside.
-      metadata_path: SQLite file for ML Metadata (local runs); None when the orchestrator
-        provides metadata (Vertex).
+      metadata_uri: the ML Metadata store for local runs: a SQLite file path, or
+        postgresql://user[:password]@host[:port]/database for a shared store; None when the
+        orchestrator provides metadata (Vertex).
       train_steps / eval_steps: training length and validation length, in batches.
       hparams: model hyperparameters, passed to the Trainer through custom_config.
       split_buckets: (split name, hash buckets) pairs for ExampleGen's repeatable split.
@@ -139,7 +140,7 @@ class PipelineConfig:
     data_root: str
     schema_path: str
     serving_model_dir: str
-    metadata_path: str | None = None
+    metadata_uri: str | None = None
     train_steps: int = 2000
     eval_steps: int = 50
     hparams: HParams = dataclasses.field(default_factory=HParams)
@@ -197,7 +198,7 @@ def local_config(
         data_root=os.path.abspath(data_root),
         schema_path=os.path.abspath(schema_path),
         serving_model_dir=os.path.join(output_dir, "serving"),
-        metadata_path=os.path.join(output_dir, "metadata.sqlite"),
+        metadata_uri=os.path.join(output_dir, "metadata.sqlite"),
     )
     values.update(overrides)
     return PipelineConfig(**values)

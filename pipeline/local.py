@@ -27,8 +27,10 @@ def build_config(
 
 
 def metadata_connection(cfg: configs.PipelineConfig):
-    os.makedirs(os.path.dirname(cfg.metadata_path), exist_ok=True)
-    return tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path)
+    config = metadata.connection_config(cfg.metadata_uri)
+    if config.HasField("sqlite"):
+        os.makedirs(os.path.dirname(os.path.abspath(config.sqlite.filename_uri)), exist_ok=True)
+    return config
 
 
 def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
@@ -39,21 +41,21 @@ def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
 
 def summarize(cfg: configs.PipelineConfig) -> dict[str, Any]:
     """What the latest run did: component states, blessing, metrics, the pushed model."""
-    store = metadata.open_store(metadata.sqlite_connection(cfg.metadata_path))
+    store = metadata.open_store(cfg.metadata_uri)
     latest = metadata.Metadata(store, cfg.pipeline_name).latest_run()
     blessing = latest.output(P.EVALUATOR, "blessing")
     evaluation = latest.output(P.EVALUATOR, "evaluation")
     pushed = latest.output(P.PUSHER, "pushed_model")
-    was_pushed = bool(pushed is not None and metadata._prop(pushed, "pushed"))
+    was_pushed = bool(pushed is not None and metadata.prop(pushed, "pushed"))
     return {
         "run_id": latest.run_id,
         "status": latest.status,
         "components": {name: c.state for name, c in latest.components.items()},
-        "blessed": bool(blessing is not None and metadata._prop(blessing, "blessed")),
+        "blessed": bool(blessing is not None and metadata.prop(blessing, "blessed")),
         "metrics": metadata.overall_metrics(evaluation.uri) if evaluation is not None else {},
-        "pushed_model": metadata._prop(pushed, "pushed_destination") if was_pushed else None,
+        "pushed_model": metadata.prop(pushed, "pushed_destination") if was_pushed else None,
         "serving_model_dir": cfg.serving_model_dir,
-        "metadata_path": cfg.metadata_path,
+        "metadata": metadata.redact(cfg.metadata_uri),
     }
 
 
@@ -66,7 +68,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "eval metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" if k != "example_count" else f"{k}={int(metrics[k])}" for k in shown if k in metrics),
         f"blessed: {'yes' if summary['blessed'] else 'no'}",
         f"pushed model: {summary['pushed_model'] or 'none (not blessed, nothing pushed)'}",
-        f"metadata store: {summary['metadata_path']}",
+        f"metadata store: {summary['metadata']}",
     ]
     if "wall_seconds" in summary:
         lines.append(f"wall time: {summary['wall_seconds']} s")

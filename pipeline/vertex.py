@@ -179,7 +179,7 @@ class VertexConfig:
             bigquery_query=self.bigquery_query,
             schema_path=self.schema_path,
             serving_model_dir=self.serving_model_dir or f"{root}/serving",
-            metadata_path=None,  # Vertex ML Metadata, provided by the service
+            metadata_uri=None,  # Vertex ML Metadata, provided by the service
             train_steps=self.train_steps,
             hparams=self.hparams,
             beam_pipeline_args=self.beam_pipeline_args(),

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import runner
-from conftest import ROOT, SCHEMA_PATH
+from helpers import EXPECTED_EDGES, ROOT, SCHEMA_PATH
 from modules.hparams import HParams
 from pipeline import configs
 from pipeline import pipeline as P
@@ -84,20 +84,6 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message
     assert err.startswith(message)
     assert len(err.splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing was written
-
-
-EXPECTED_EDGES = {
-    P.EXAMPLE_GEN: set(),
-    P.STATISTICS_GEN: {P.EXAMPLE_GEN},
-    P.SCHEMA_GEN: {P.STATISTICS_GEN},
-    P.SCHEMA_IMPORTER: set(),
-    P.EXAMPLE_VALIDATOR: {P.STATISTICS_GEN, P.SCHEMA_IMPORTER},
-    P.TRANSFORM: {P.EXAMPLE_GEN, P.SCHEMA_IMPORTER},
-    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER},
-    P.BASELINE_RESOLVER: set(),
-    P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER, P.BASELINE_RESOLVER},
-    P.PUSHER: {P.TRAINER, P.EVALUATOR},
-}
 
 
 def pipeline_edges(pipeline) -> dict[str, set[str]]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import analyze_and_transform
+from helpers import analyze_and_transform
 from modules import features as F
 
 

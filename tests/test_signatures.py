@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from conftest import raw_feature_spec, to_example
+from helpers import dense_columns, to_example
 from modules import features as F
 from modules.hparams import HParams
 from modules.model import build_model
@@ -27,16 +27,6 @@ def exported(transformed_sample, tmp_path_factory):
     export_serving_model(model, tft.TFTransformOutput(graph_dir), export_dir)
     expected = model.predict(features, verbose=0)[:, 0]
     return tf.saved_model.load(export_dir), expected
-
-
-def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
-    """The JSON-client form: one dense column per raw feature, sentinels for missing."""
-    spec = {key: s.dtype for key, s in raw_feature_spec().items()}
-    missing = {tf.string: F.MISSING_STRING.encode(), tf.int64: F.MISSING_INT, tf.float32: float("nan")}
-    return {
-        key: tf.constant([r[key][0] if r[key] else missing[spec[key]] for r in rows], dtype=spec[key])
-        for key in F.raw_input_keys()
-    }
 
 
 def test_sample_has_missing_values(sample_rows):

@@ -13,11 +13,10 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import runner
-from conftest import ROOT
+from helpers import EXPECTED_EDGES, ROOT
 from pipeline import pipeline as P
 from pipeline import vertex
 from pipeline.configs import ConfigError
-from test_config import EXPECTED_EDGES
 
 pytestmark = pytest.mark.vertex
 

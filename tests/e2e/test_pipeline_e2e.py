@@ -11,43 +11,18 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from sklearn.metrics import roc_auc_score
 
-from conftest import DATA_CSV, SCHEMA_PATH, read_rows, to_example
+from helpers import DATA_CSV, SAMPLE_ROWS, SCHEMA_PATH, dense_columns, read_rows, to_example
 from modules import features as F
 from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
-from pipeline import configs, local, metadata
+from pipeline import local, metadata
 from pipeline import pipeline as P
-from test_signatures import dense_columns
 
 pytestmark = pytest.mark.e2e
 
-SAMPLE_ROWS = 3000
 ALL_COMPONENTS = {
     P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR,
     P.TRANSFORM, P.TRAINER, P.BASELINE_RESOLVER, P.EVALUATOR, P.PUSHER,
 }
-
-
-def write_sample(path, n: int) -> str:
-    """The first n data rows of the bundled CSV, header included."""
-    os.makedirs(path, exist_ok=True)
-    with open(DATA_CSV) as src, open(os.path.join(path, "taxi.csv"), "w") as dst:
-        for i, line in enumerate(src):
-            if i > n:
-                break
-            dst.write(line)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    cfg = configs.local_config(
-        str(root / "out"), write_sample(root / "data", SAMPLE_ROWS), str(SCHEMA_PATH),
-        train_steps=300, eval_steps=5,
-        # 2,000 training rows: a lower bar than the full data's, still far above chance.
-        thresholds=configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8),
-    )
-    return cfg, local.run(cfg)
 
 
 def test_every_component_ran_and_the_model_was_blessed_and_pushed(sample_run):
@@ -76,7 +51,7 @@ def test_served_model_predicts_unseen_raw_rows(sample_run):
 
 def test_metadata_records_executions_and_lineage_inputs(sample_run):
     cfg, _ = sample_run
-    store = metadata.open_store(metadata.sqlite_connection(cfg.metadata_path))
+    store = metadata.open_store(cfg.metadata_uri)
     run = metadata.Metadata(store, cfg.pipeline_name).latest_run()
     assert set(run.components) == ALL_COMPONENTS
     types = {a.type for a in store.get_artifacts()}
@@ -89,9 +64,8 @@ def test_metadata_records_executions_and_lineage_inputs(sample_run):
     assert graph.id in {e.artifact_id for e in trainer_inputs}
 
 
-def test_unchanged_rerun_is_served_from_cache(sample_run):
-    cfg, first = sample_run
-    second = local.run(cfg)
+def test_unchanged_rerun_is_served_from_cache(sqlite_history):
+    _, (first, second, _) = sqlite_history
     assert second["run_id"] != first["run_id"]
     for component in (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.TRANSFORM, P.TRAINER):
         assert second["components"][component] == "cached", component

@@ -1,0 +1,124 @@
+"""Helpers shared by the tests: real rows of the bundled data typed by the curated schema,
+tf.Example encoding, and tf.Transform's Beam implementation on a list of rows."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+
+import tensorflow as tf
+
+from modules import features as F
+from pipeline import pipeline as P
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA_CSV = ROOT / "data" / "taxi.csv"
+SCHEMA_PATH = ROOT / "schemas" / "schema.pbtxt"
+# End-to-end runs use the first SAMPLE_ROWS rows of the data.
+SAMPLE_ROWS = 3000
+
+
+def load_schema():
+    from tfx.utils import io_utils
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    return io_utils.parse_pbtxt_file(str(SCHEMA_PATH), schema_pb2.Schema())
+
+
+def raw_feature_spec() -> dict:
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    return schema_utils.schema_as_feature_spec(load_schema()).feature_spec
+
+
+def read_rows(n: int, start: int = 0) -> list[dict]:
+    """Rows of the bundled CSV as {column: [] or [typed value]} (missing -> empty list)."""
+    spec = raw_feature_spec()
+    rows = []
+    with open(DATA_CSV, newline="") as f:
+        for i, record in enumerate(csv.DictReader(f)):
+            if i < start:
+                continue
+            if len(rows) == n:
+                break
+            row = {}
+            for key, value in record.items():
+                dtype = spec[key].dtype
+                if value == "":
+                    row[key] = []
+                elif dtype == tf.string:
+                    row[key] = [value.encode()]
+                elif dtype == tf.int64:
+                    row[key] = [int(float(value))]
+                else:
+                    row[key] = [float(value)]
+            rows.append(row)
+    return rows
+
+
+def to_example(row: dict, drop: tuple[str, ...] = ()) -> bytes:
+    """One row as a serialized tf.Example; missing values are left out, as CsvExampleGen does."""
+    feature = {}
+    for key, values in row.items():
+        if key in drop or not values:
+            continue
+        if isinstance(values[0], bytes):
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        elif isinstance(values[0], int):
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def analyze_and_transform(rows: list[dict], output_dir: str):
+    """Runs preprocessing_fn through tf.Transform's Beam implementation, as Transform does.
+
+    Returns the transformed rows (what training reads) and writes the transform graph to
+    `output_dir` (what the exported model embeds).
+    """
+    import tempfile
+
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    from modules.preprocessing import preprocessing_fn
+
+    metadata = dataset_metadata.DatasetMetadata(load_schema())
+    # Python lists in, lists out: tf.Transform runs the Beam pipeline itself (DirectRunner).
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            preprocessing_fn, output_record_batches=False
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+    # TFX's Transform also stores the raw schema; the serving signatures read it.
+    metadata_io.write_metadata(metadata, os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    return transformed
+
+
+
+def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
+    """The JSON-client form: one dense column per raw feature, sentinels for missing."""
+    spec = {key: s.dtype for key, s in raw_feature_spec().items()}
+    missing = {tf.string: F.MISSING_STRING.encode(), tf.int64: F.MISSING_INT, tf.float32: float("nan")}
+    return {
+        key: tf.constant([r[key][0] if r[key] else missing[spec[key]] for r in rows], dtype=spec[key])
+        for key in F.raw_input_keys()
+    }
+
+
+
+# The pipeline's components and their upstream components (local and Vertex alike).
+EXPECTED_EDGES = {
+    P.EXAMPLE_GEN: set(),
+    P.STATISTICS_GEN: {P.EXAMPLE_GEN},
+    P.SCHEMA_GEN: {P.STATISTICS_GEN},
+    P.SCHEMA_IMPORTER: set(),
+    P.EXAMPLE_VALIDATOR: {P.STATISTICS_GEN, P.SCHEMA_IMPORTER},
+    P.TRANSFORM: {P.EXAMPLE_GEN, P.SCHEMA_IMPORTER},
+    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER},
+    P.BASELINE_RESOLVER: set(),
+    P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER, P.BASELINE_RESOLVER},
+    P.PUSHER: {P.TRAINER, P.EVALUATOR},
+}
