@@ -13,7 +13,8 @@ setup:  ## create/refresh .venv from the lock files (Python 3.10, uv)
 run: setup  ## run the pipeline locally on the bundled taxi data -> outputs/
 	$(PY) runner.py run
 
-test: setup  ## the whole test suite: unit and end-to-end (what CI runs)
+test: setup  ## lint, then the whole test suite: unit and end-to-end (what CI runs)
+	$(PY) -m ruff check .
 	@bash scripts/ensure-postgres.sh
 	$(PY) -m pytest
 

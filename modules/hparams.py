@@ -8,8 +8,8 @@ fails loudly before training starts, naming the field.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
-
+from collections.abc import Mapping
+from typing import Any
 
 _TYPES = {"int": int, "float": (int, float), "bool": bool, "tuple[int, ...]": tuple}
 
@@ -61,7 +61,7 @@ class HParams:
                 raise ValueError(f"hparams.{name} is out of range: {getattr(self, name)!r}")
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "HParams":
+    def from_dict(cls, values: Mapping[str, Any]) -> HParams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -73,5 +73,5 @@ class HParams:
         d["hidden_units"] = list(self.hidden_units)
         return d
 
-    def replace(self, **changes: Any) -> "HParams":
+    def replace(self, **changes: Any) -> HParams:
         return dataclasses.replace(self, **changes)

@@ -168,7 +168,7 @@ class PipelineConfig:
         _require(set(names) == {"train", "eval"} and len(names) == 2, "split_buckets", f"needs exactly 'train' and 'eval', got {names}")
         _require(all(isinstance(n, int) and n > 0 for _, n in self.split_buckets), "split_buckets", "hash bucket counts must be positive integers")
 
-    def replace(self, **changes: Any) -> "PipelineConfig":
+    def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -22,7 +22,8 @@ import os
 import sys
 import tempfile
 import urllib.parse
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store

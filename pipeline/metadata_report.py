@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 SHOWN_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall")
 

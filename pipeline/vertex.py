@@ -12,7 +12,8 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from modules.hparams import HParams
 from pipeline.configs import ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
@@ -106,7 +107,7 @@ class VertexConfig:
                      "vertex.schedule_cron", f"not a 5-field cron expression: {self.schedule_cron!r}")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "VertexConfig":
+    def from_mapping(cls, values: Mapping[str, Any]) -> VertexConfig:
         """From a JSON-like mapping; unknown keys and wrong types are errors naming the key."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
@@ -124,7 +125,7 @@ class VertexConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str, overrides: Mapping[str, Any] = ()) -> "VertexConfig":
+    def from_file(cls, path: str, overrides: Mapping[str, Any] = ()) -> VertexConfig:
         try:
             with open(path) as f:
                 values = json.load(f)

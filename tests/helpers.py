@@ -4,6 +4,7 @@ tf.Example encoding, and tf.Transform's Beam implementation on a list of rows.""
 from __future__ import annotations
 
 import csv
+import os
 import pathlib
 
 import tensorflow as tf
@@ -19,8 +20,8 @@ SAMPLE_ROWS = 3000
 
 
 def load_schema():
-    from tfx.utils import io_utils
     from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
 
     return io_utils.parse_pbtxt_file(str(SCHEMA_PATH), schema_pb2.Schema())
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from test_model import batch
 
 from helpers import dense_columns, to_example
 from modules import features as F
 from modules.hparams import HParams
 from modules.model import build_model
 from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, export_serving_model
-from test_model import batch
 
 
 @pytest.fixture(scope="module")
