@@ -10,6 +10,8 @@ Examples:
   python runner.py lineage 1795322187                   # a pushed model version (or artifact id)
   python runner.py compare                              # serving model vs its predecessor
   python runner.py runs --metadata postgresql://mlmd@db.internal:5432/mlmd
+  python runner.py serve                                # REST predictions from outputs/serving
+  python runner.py predict --input data/taxi.csv --output /tmp/scored
   python runner.py vertex compile --config vertex.json  # -> build/pipeline.json, offline
   python runner.py vertex submit --config vertex.json --dry-run
 """
@@ -101,6 +103,44 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     result = _metadata(args).compare(args.model_a, args.model_b)
     return _emit(args, result, metadata_report.comparison)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving import model_store
+    from serving.server import ServerConfig, serve
+
+    if not model_store.list_versions(args.model_dir):
+        raise UserError(f"no pushed model under {args.model_dir} (run the pipeline first)")
+    if args.version is not None and args.version not in model_store.list_versions(args.model_dir):
+        raise UserError(f"--version {args.version}: no such version under {args.model_dir}")
+    logging.getLogger("serving").setLevel(logging.INFO)
+    cfg = ServerConfig(
+        model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
+        pinned_version=args.version, batching=not args.no_batching, max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms, max_instances=args.max_instances, poll_seconds=args.poll_seconds,
+    )
+    print(f"serving {args.model_dir} at http://{args.host}:{args.port}/v1/models/{args.model_name}:predict", flush=True)
+    serve(cfg)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from serving import batch, model_store
+
+    model_dir = args.model
+    if model_dir is None:
+        versions = model_store.list_versions(args.model_dir)
+        if not versions:
+            raise UserError(f"no pushed model under {args.model_dir} (run the pipeline first)")
+        model_dir = os.path.join(args.model_dir, str(versions[-1]))
+    start = time.time()
+    try:
+        out = batch.predict(model_dir, args.input, args.output, key_columns=args.key_columns,
+                            input_format=args.format, beam_args=args.beam_args or batch.DEFAULT_BEAM_ARGS)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from e
+    print(json.dumps({**out, "model": model_dir, "seconds": round(time.time() - start, 1)}, indent=2))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -210,6 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = metadata_command("compare", cmd_compare, "two models' evaluations side by side, and what differed in their inputs")
     p.add_argument("model_a", nargs="?", help="pushed version or artifact id (default: the serving model)")
     p.add_argument("model_b", nargs="?", help="pushed version or artifact id (default: the one pushed before A)")
+
+    serve_p = sub.add_parser("serve", help="REST predictions (TF Serving / Vertex AI format) from the pushed models")
+    serve_p.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)")
+    serve_p.add_argument("--model-name", default="taxi")
+    serve_p.add_argument("--host", default="127.0.0.1")
+    serve_p.add_argument("--port", type=int, default=8501)
+    serve_p.add_argument("--version", type=int, help="pin this version (default: the newest, reloaded as new ones are pushed)")
+    serve_p.add_argument("--no-batching", action="store_true", help="one model call per request")
+    serve_p.add_argument("--max-batch-size", type=int, default=256, help="instances per batched model call")
+    serve_p.add_argument("--batch-timeout-ms", type=float, default=2.0, help="longest wait to fill a batch")
+    serve_p.add_argument("--max-instances", type=int, default=1000, help="instances per request")
+    serve_p.add_argument("--poll-seconds", type=float, default=5.0, help="how often to look for new versions")
+    serve_p.set_defaults(func=cmd_serve)
+
+    pred = sub.add_parser("predict", help="batch predictions with Beam RunInference (CSV or TFRecord in, CSV out)")
+    pred.add_argument("--input", required=True, help="file or glob (CSV with a header, or TFRecord of tf.Example)")
+    pred.add_argument("--output", required=True, help="folder for predictions-*.csv and dead_letter-*.jsonl")
+    pred.add_argument("--model", help="a SavedModel folder (default: the newest version under --model-dir)")
+    pred.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"))
+    pred.add_argument("--format", choices=["csv", "tfrecord"], help="default: from the file name")
+    pred.add_argument("--key-columns", nargs="+", help="input columns copied to the output (default: all but the label's)")
+    pred.add_argument("--beam-args", nargs=argparse.REMAINDER,
+                      help="Beam options, e.g. --runner=DataflowRunner --project=P --region=R --temp_location=gs://...")
+    pred.set_defaults(func=cmd_predict)
 
     vertex = sub.add_parser("vertex", help="compile for / submit to Vertex AI Pipelines")
     vsub = vertex.add_subparsers(dest="vertex_command", required=True)

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import sys
 import tempfile
 import urllib.parse
@@ -106,8 +107,13 @@ def open_store(uri: str) -> metadata_store.MetadataStore:
     if config.HasField("sqlite") and not os.path.isfile(config.sqlite.filename_uri):
         raise MetadataError(f"no metadata store at {config.sqlite.filename_uri} (run the pipeline first)")
     if config.HasField("postgresql") or config.HasField("mysql"):
-        # Fail fast rather than after MLMD's retries; a server that is not there is the
-        # common mistake.
+        # A server that is not there is the common mistake, and MLMD's own error for it is
+        # empty for MySQL ("errno: , error:"): check the port first, and do not retry.
+        db = config.mysql if config.HasField("mysql") else config.postgresql
+        try:
+            socket.create_connection((db.host, int(db.port)), timeout=5).close()
+        except OSError as e:
+            raise MetadataError(f"cannot open the metadata store {redact(uri)}: cannot reach {db.host}:{db.port} ({e.strerror or e})") from e
         config.retry_options.max_num_retries = 1
     with _captured_fd2() as native_log:
         try:

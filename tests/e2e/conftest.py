@@ -1,12 +1,13 @@
-"""Fixtures for end-to-end tests: real pipeline runs, and a real PostgreSQL server."""
+"""Fixtures for end-to-end tests: real pipeline runs, and a real MariaDB server."""
 
 from __future__ import annotations
 
-import glob
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -73,45 +74,51 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    """A real PostgreSQL server (Debian's binaries) on a loopback port, for the session.
+def mariadb():
+    """A real MariaDB server (Debian's package) on a loopback port, for the session, with a
+    user and password. Yields a URI for a database that MLMD creates on first connection.
 
-    Yields a URI for a database that MLMD creates on first connection.
+    (Not PostgreSQL: ml-metadata 1.16's PostgreSQL backend writes strings containing a
+    backslash as 'E'... , a SQL syntax error, and TFX stores JSON with escapes; see README.)
     """
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not bins:
-        pytest.fail("PostgreSQL is not installed: run scripts/ensure-postgres.sh (make test does)")
-    bin_dir = bins[-1]
-    root = tmp_path_factory.mktemp("pg")
-    # The server refuses to run as root: run it as the package's postgres user then.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", _free_port()
-    subprocess.run([*as_user, f"{bin_dir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, f"{bin_dir}/pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w",
-                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, capture_output=True)
+    server = "/usr/sbin/mariadbd"
+    if not os.path.exists(server):
+        pytest.fail("MariaDB is not installed: run scripts/ensure-mariadb.sh (make test does)")
+    # Not under pytest's tmp root: that is private to the user running the tests, and as root
+    # the server runs as the package's mysql user.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="mlmd-mariadb-"))
+    as_root = os.geteuid() == 0
+    if as_root:
+        shutil.chown(root, "mysql")
+    user = ["--user=mysql"] if as_root else []
+    data, sock, port = root / "data", root / "sock", _free_port()
+    done = subprocess.run(["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal",
+                           "--skip-test-db", *user], capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"mariadb-install-db failed: {done.stderr.strip()}")
+    log = open(root / "log", "w")
+    proc = subprocess.Popen([server, "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
+                             f"--socket={sock}", f"--pid-file={root / 'pid'}", *user], stdout=log, stderr=log)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlmd"
+        deadline = time.time() + 60
+        while not sock.exists():
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"mariadbd did not start: {(root / 'log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        sql = "CREATE USER 'mlmd'@'127.0.0.1' IDENTIFIED BY 's3cret'; GRANT ALL ON *.* TO 'mlmd'@'127.0.0.1';"
+        subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", sql], check=True, capture_output=True)
+        yield f"mysql://mlmd:s3cret@127.0.0.1:{port}/mlmd"
     finally:
-        subprocess.run([*as_user, f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def postgres_history(postgres, tmp_path_factory):
-    """Two runs on the sample against the PostgreSQL store (a first model, then a retrain)."""
-    cfg = sample_config(tmp_path_factory.mktemp("e2e_pg"), metadata_uri=postgres, train_steps=150)
+def mariadb_history(mariadb, tmp_path_factory):
+    """Two runs on the sample against the MariaDB store (a first model, then a retrain)."""
+    cfg = sample_config(tmp_path_factory.mktemp("e2e_mariadb"), metadata_uri=mariadb, train_steps=150)
     first = local.run(cfg)
     second = local.run(retrain_config(cfg))
     return cfg, [first, second]

@@ -1,5 +1,5 @@
 """runner.py's metadata commands on stores written by real pipeline runs: SQLite (three runs)
-and a real PostgreSQL server (two runs)."""
+and a real MariaDB server (two runs)."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ def cli_json(capsys, *argv):
     return json.loads(out)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "mariadb"])
 def history(request):
     """(store URI, run summaries in run order) for each kind of store."""
     if request.param == "sqlite":
         cfg, summaries = request.getfixturevalue("sqlite_history")
     else:
-        cfg, summaries = request.getfixturevalue("postgres_history")
+        cfg, summaries = request.getfixturevalue("mariadb_history")
     return cfg.metadata_uri, summaries
 
 
@@ -129,9 +129,14 @@ def test_lineage_downstream_of_examples(history, capsys):
 def test_compare_defaults_to_serving_model_and_predecessor(history, capsys):
     uri, summaries = history
     result = cli_json(capsys, "compare", "--metadata", uri)
-    newest, older = summaries[-1]["pushed_model"], summaries[0]["pushed_model"]
-    assert result["a"]["artifact"]["properties"]["pushed_destination"] == newest
-    assert result["b"]["artifact"]["properties"]["pushed_destination"] == older
+    pushed = cli_json(capsys, "artifacts", "--metadata", uri, "--type", "PushedModel")  # newest first
+    assert result["a"]["artifact"]["id"] == pushed[0]["id"]
+    assert result["b"]["artifact"]["id"] == pushed[1]["id"]
+    assert result["a"]["artifact"]["properties"]["pushed_destination"] == summaries[-1]["pushed_model"]
+    # B is the first run's model (on SQLite re-pushed by the unchanged re-run, whose baseline
+    # was that same model): same model, same data, same evaluation.
+    md = metadata.Metadata(metadata.open_store(uri), "taxi-big-tipper")
+    assert result["b"]["model_id"] == md.run(summaries[0]["run_id"]).output(P.TRAINER, "model").id
     assert result["a"]["metrics"]["overall"]["auc"] == pytest.approx(summaries[-1]["metrics"]["auc"])
     assert result["b"]["metrics"]["overall"]["auc"] == pytest.approx(summaries[0]["metrics"]["auc"])
     assert "payment_type=Credit Card" in result["a"]["metrics"]
@@ -162,7 +167,7 @@ def test_missing_store_and_unreachable_server_fail_cleanly(tmp_path, capsys):
     code, _, err = cli(capsys, "runs", "--metadata", str(tmp_path / "none.sqlite"))
     assert code == 2 and err.strip() == f"error: no metadata store at {tmp_path / 'none.sqlite'} (run the pipeline first)"
     assert not (tmp_path / "none.sqlite").exists()
-    code, _, err = cli(capsys, "runs", "--metadata", "postgresql://nobody:secret@127.0.0.1:9/mlmd")
+    code, _, err = cli(capsys, "runs", "--metadata", "mysql://nobody:secret@127.0.0.1:9/mlmd")
     assert code == 2
-    assert err.startswith("error: cannot open the metadata store postgresql://nobody:***@127.0.0.1:9/mlmd")
+    assert err.startswith("error: cannot open the metadata store mysql://nobody:***@127.0.0.1:9/mlmd")
     assert "secret" not in err and len(err.strip().splitlines()) == 1

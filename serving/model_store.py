@@ -1,0 +1,171 @@
+"""Pushed models on disk: find the newest version, load it, swap it in, validate requests.
+
+The Pusher writes each blessed model to `<serving_model_dir>/<version>/` (version: a number
+that grows). Clients send raw features; the model's `serving_raw` signature applies the
+embedded Transform graph, so nothing here re-implements feature engineering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from modules import features as F
+from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+
+logger = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """A client error: the message says what is wrong with the request (HTTP 400)."""
+
+
+class NoModelError(RuntimeError):
+    """No loadable model version (HTTP 503)."""
+
+
+def list_versions(base_dir: str) -> list[int]:
+    """Version numbers under `base_dir` that hold a SavedModel, ascending."""
+    if not os.path.isdir(base_dir):
+        return []
+    versions = []
+    for name in os.listdir(base_dir):
+        if name.isdigit() and tf.saved_model.contains_saved_model(os.path.join(base_dir, name)):
+            versions.append(int(name))
+    return sorted(versions)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """One loaded version: the raw-feature signature and its input types."""
+
+    version: int
+    path: str
+    fn: Any
+    input_dtypes: dict[str, tf.DType]
+    owner: Any = dataclasses.field(repr=False, default=None)  # keeps the signature's variables alive
+
+    @classmethod
+    def load(cls, path: str, version: int) -> LoadedModel:
+        loaded = tf.saved_model.load(path)
+        fn = loaded.signatures[SERVING_RAW_SIGNATURE]
+        _, kwargs = fn.structured_input_signature
+        model = cls(version, path, fn, {name: spec.dtype for name, spec in kwargs.items()}, loaded)
+        # One call initialises lookup tables, so the first request is not slow.
+        model.predict([dict.fromkeys(model.input_dtypes)])
+        return model
+
+    def columns(self, instances: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Validated instances -> one dense column per input, None -> the missing sentinel."""
+        out = {}
+        for name, dtype in self.input_dtypes.items():
+            values = [inst.get(name) for inst in instances]
+            if dtype == tf.string:
+                out[name] = np.array([F.MISSING_STRING if v is None else v for v in values], dtype=object)
+            elif dtype.is_floating:
+                out[name] = np.array([math.nan if v is None else v for v in values], dtype=dtype.as_numpy_dtype)
+            else:
+                out[name] = np.array([F.MISSING_INT if v is None else v for v in values], dtype=dtype.as_numpy_dtype)
+        return out
+
+    def predict_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return self.fn(**{k: tf.constant(v) for k, v in columns.items()})[PREDICTION_KEY].numpy()
+
+    def predict(self, instances: Sequence[dict[str, Any]]) -> list[float]:
+        return self.predict_columns(self.columns(instances)).tolist()
+
+
+def validate_instances(payload: Any, input_dtypes: dict[str, tf.DType], max_instances: int) -> list[dict[str, Any]]:
+    """Checks a TF Serving / Vertex AI predict body; returns its instances.
+
+    Each instance is an object with every input feature; null marks a missing value. Features
+    the model does not read (the data's other columns) are accepted and ignored; anything else
+    is an error, as are wrong types.
+    """
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise RequestError('body must be a JSON object with an "instances" list')
+    instances = payload["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise RequestError('"instances" must be a non-empty list')
+    if len(instances) > max_instances:
+        raise RequestError(f"too many instances: {len(instances)} (at most {max_instances} per request)")
+    ignored = set(F.UNUSED_FEATURES)
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise RequestError(f"instance {i}: must be an object of feature -> value")
+        unknown = sorted(set(inst) - set(input_dtypes) - ignored)
+        if unknown:
+            raise RequestError(f"instance {i}: unknown feature {unknown[0]!r}")
+        for name, dtype in input_dtypes.items():
+            if name not in inst:
+                raise RequestError(f"instance {i}: missing feature {name!r} (send null for a missing value)")
+            value = inst[name]
+            if value is None:
+                continue
+            if dtype == tf.string:
+                ok = isinstance(value, str)
+            elif dtype.is_floating:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok:
+                kind = "string" if dtype == tf.string else "number" if dtype.is_floating else "integer"
+                raise RequestError(f"instance {i}: feature {name!r} must be a {kind} or null, got {value!r}")
+    return instances
+
+
+class ModelStore:
+    """The model being served: the newest version under `base_dir`, or a pinned one.
+
+    `refresh()` loads a newer version (if any) and swaps it in atomically; requests already
+    running keep the version they started with.
+    """
+
+    # A version that fails to load this many times (a broken push) is skipped.
+    MAX_LOAD_ATTEMPTS = 3
+
+    def __init__(self, base_dir: str, pinned_version: int | None = None):
+        self.base_dir = base_dir
+        self.pinned_version = pinned_version
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self._failures: dict[int, int] = {}
+
+    @property
+    def current(self) -> LoadedModel:
+        model = self._current
+        if model is None:
+            raise NoModelError(f"no model loaded from {self.base_dir}")
+        return model
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def refresh(self) -> bool:
+        """Loads the wanted version if it is not the one served; True when it swapped."""
+        versions = list_versions(self.base_dir)
+        if self.pinned_version is not None:
+            wanted = self.pinned_version if self.pinned_version in versions else None
+        else:
+            wanted = next((v for v in reversed(versions) if self._failures.get(v, 0) < self.MAX_LOAD_ATTEMPTS), None)
+        if wanted is None or (self._current is not None and self._current.version == wanted):
+            return False
+        try:
+            model = LoadedModel.load(os.path.join(self.base_dir, str(wanted)), wanted)
+        except Exception as e:  # noqa: BLE001 - a half-copied or broken push must not stop serving
+            self._failures[wanted] = self._failures.get(wanted, 0) + 1
+            logger.warning("cannot load model version %s (attempt %d): %s", wanted, self._failures[wanted], e)
+            return False
+        with self._lock:
+            self._current = model
+        logger.info("serving model version %s from %s", wanted, model.path)
+        return True

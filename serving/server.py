@@ -1,0 +1,220 @@
+"""Online predictions over HTTP, in TF Serving's and Vertex AI's REST format.
+
+  POST /v1/models/<name>:predict   {"instances": [{feature: value, ...}]} -> {"predictions": [p]}
+  POST /predict                    the same body (Vertex AI custom-container style)
+  GET  /v1/models/<name>           version status (TF Serving)
+  GET  /v1/models/<name>/metadata  the inputs the model takes and their types
+  GET  /healthz                    the process is up
+  GET  /readyz                     a model is loaded (503 until then)
+
+Concurrent requests are grouped into one model call (server-side batching): a batch is cut
+when it reaches `max_batch_size` instances or its first request has waited `batch_timeout_ms`.
+A poller loads newly pushed versions and swaps them in; requests already running finish on
+the version they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from serving.model_store import LoadedModel, ModelStore, NoModelError, RequestError, validate_instances
+
+logger = logging.getLogger(__name__)
+access_log = logging.getLogger("serving.access")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    model_dir: str
+    model_name: str = "taxi"
+    host: str = "127.0.0.1"
+    port: int = 8501
+    pinned_version: int | None = None
+    batching: bool = True
+    max_batch_size: int = 256
+    batch_timeout_ms: float = 2.0
+    max_instances: int = 1000
+    poll_seconds: float = 5.0
+
+
+class Batcher:
+    """Groups concurrent predict calls into batched model calls on one worker thread."""
+
+    def __init__(self, store: ModelStore, executor: ThreadPoolExecutor, max_batch_size: int, timeout_ms: float):
+        self.store = store
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.timeout = timeout_ms / 1000
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def predict(self, instances: list[dict]) -> tuple[list[float], int]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((instances, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0][0])
+            deadline = loop.time() + self.timeout
+            while size < self.max_batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                batch.append(item)
+                size += len(item[0])
+            try:
+                model = self.store.current
+                flat = [inst for instances, _ in batch for inst in instances]
+                predictions = await loop.run_in_executor(self.executor, model.predict, flat)
+            except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            start = 0
+            for instances, future in batch:
+                if not future.done():
+                    future.set_result((predictions[start : start + len(instances)], model.version))
+                start += len(instances)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def create_app(cfg: ServerConfig, store: ModelStore | None = None) -> web.Application:
+    """The aiohttp application. `store` defaults to the newest version under cfg.model_dir."""
+    store = store or ModelStore(cfg.model_dir, cfg.pinned_version)
+    # TF releases the GIL in its kernels; one thread keeps model calls in order and batched.
+    executor = ThreadPoolExecutor(max_workers=1 if cfg.batching else 2, thread_name_prefix="model")
+    app = web.Application(middlewares=[_access_log_middleware], client_max_size=32 * 1024 * 1024)
+    app["cfg"], app["store"], app["executor"] = cfg, store, executor
+
+    async def predict_direct(instances: list[dict]) -> tuple[list[float], int]:
+        model: LoadedModel = store.current
+        return await asyncio.get_running_loop().run_in_executor(executor, model.predict, instances), model.version
+
+    async def predict(request: web.Request) -> web.Response:
+        name = request.match_info.get("model")
+        if name is not None and name != cfg.model_name:
+            return _error(404, f"no model named {name!r} (this server serves {cfg.model_name!r})")
+        try:
+            model = store.current
+        except NoModelError as e:
+            return _error(503, str(e))
+        try:
+            payload = json.loads(await request.read())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return _error(400, f"malformed JSON: {e}")
+        try:
+            instances = validate_instances(payload, model.input_dtypes, cfg.max_instances)
+        except RequestError as e:
+            return _error(400, str(e))
+        request["instances"] = len(instances)
+        run = app["batcher"].predict if cfg.batching else predict_direct
+        predictions, version = await run(instances)
+        request["model_version"] = version
+        return web.json_response({"predictions": predictions, "model_version": str(version)})
+
+    async def status(request: web.Request) -> web.Response:
+        if request.match_info["model"] != cfg.model_name:
+            return _error(404, f"no model named {request.match_info['model']!r}")
+        if not store.ready:
+            return web.json_response({"model_version_status": []}, status=503)
+        return web.json_response({"model_version_status": [
+            {"version": str(store.current.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]})
+
+    async def metadata(request: web.Request) -> web.Response:
+        if not store.ready:
+            return _error(503, "no model loaded")
+        model = store.current
+        inputs = {k: {"dtype": v.name, "missing": "null"} for k, v in model.input_dtypes.items()}
+        return web.json_response({
+            "model_spec": {"name": cfg.model_name, "version": str(model.version)},
+            "metadata": {"signature_def": {"inputs": inputs, "outputs": {"predictions": {"dtype": "float32"}}}},
+        })
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if store.ready:
+            return web.json_response({"status": "ready", "model_version": str(store.current.version)})
+        return web.json_response({"status": "no model loaded"}, status=503)
+
+    async def poll(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await loop.run_in_executor(None, store.refresh)
+            await asyncio.sleep(cfg.poll_seconds)
+
+    async def on_startup(app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, store.refresh)
+        app["batcher"] = Batcher(store, executor, cfg.max_batch_size, cfg.batch_timeout_ms)
+        app["batcher"].start()
+        app["poller"] = asyncio.get_running_loop().create_task(poll(app))
+
+    async def on_cleanup(app: web.Application) -> None:
+        for key in ("poller",):
+            app[key].cancel()
+        if app["batcher"].task:
+            app["batcher"].task.cancel()
+        executor.shutdown(wait=False)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_post("/v1/models/{model:[^/:]+}:predict", predict)
+    app.router.add_post("/predict", predict)
+    app.router.add_get("/v1/models/{model:[^/:]+}", status)
+    app.router.add_get("/v1/models/{model:[^/:]+}/metadata", metadata)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+@web.middleware
+async def _access_log_middleware(request: web.Request, handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    status: int = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+        }
+        for key in ("instances", "model_version"):
+            if key in request:
+                entry[key] = request[key]
+        access_log.info(json.dumps(entry))
+
+
+def serve(cfg: ServerConfig) -> None:
+    """Runs the server until interrupted."""
+    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, access_log=None, print=None)

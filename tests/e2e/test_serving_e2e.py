@@ -1,0 +1,239 @@
+"""Online and batch serving of models pushed by real pipeline runs.
+
+The server is `runner.py serve` in its own process on a loopback port; the client is plain
+HTTP. Expected values come from loading the same SavedModel in the test.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import glob
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+
+from helpers import DATA_CSV, ROOT, SAMPLE_ROWS, read_rows
+from modules import features as F
+from serving import batch
+from serving.model_store import LoadedModel, list_versions
+
+pytestmark = pytest.mark.e2e
+
+
+def instances(rows: list[dict]) -> list[dict]:
+    """Raw rows as JSON instances: every model input, null for missing."""
+    keys = F.raw_input_keys()
+    out = []
+    for r in rows:
+        inst = {}
+        for k in keys:
+            v = r[k][0] if r[k] else None
+            inst[k] = v.decode() if isinstance(v, bytes) else v
+        out.append(inst)
+    return out
+
+
+def expected(model_dir: str, insts: list[dict]) -> np.ndarray:
+    model = LoadedModel.load(model_dir, 0)
+    return np.array(model.predict(insts))
+
+
+class Server:
+    def __init__(self, model_dir: str, port: int, *extra: str):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(os.path.join(os.path.dirname(model_dir), f"server-{port}.log"), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "runner.py"), "serve", "--model-dir", model_dir, "--port", str(port),
+             "--poll-seconds", "0.5", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"server did not become ready: {open(self.log.name).read()[-3000:]}")
+            time.sleep(0.3)
+
+    def predict(self, body) -> requests.Response:
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return requests.post(self.url + "/v1/models/taxi:predict", data=data, timeout=30)
+
+    def version(self) -> str:
+        return requests.get(self.url + "/v1/models/taxi", timeout=5).json()["model_version_status"][0]["version"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_versions(sqlite_history, tmp_path_factory):
+    """(old dir, new dir, empty serving dir to publish into) from two real pushes."""
+    cfg, _ = sqlite_history
+    versions = list_versions(cfg.serving_model_dir)
+    assert len(versions) >= 2, versions
+    old, new = (os.path.join(cfg.serving_model_dir, str(v)) for v in (versions[0], versions[-1]))
+    return old, new, tmp_path_factory.mktemp("serving")
+
+
+def publish(src: str, serving_dir, version: int) -> None:
+    """Copy then rename, as a careful pusher would: the server never sees half a model."""
+    tmp = os.path.join(serving_dir, f".tmp-{version}")
+    shutil.copytree(src, tmp)
+    os.rename(tmp, os.path.join(serving_dir, str(version)))
+
+
+@pytest.fixture(scope="module")
+def server(two_versions):
+    old, _, serving_dir = two_versions
+    publish(old, serving_dir, 1)
+    srv = Server(str(serving_dir), free_port())
+    yield srv
+    srv.stop()
+
+
+ROWS = read_rows(300, start=SAMPLE_ROWS + 1)
+
+
+def test_predictions_equal_the_models_own_outputs(server, two_versions):
+    old, _, _ = two_versions
+    insts = instances(ROWS)
+    response = server.predict({"instances": insts})
+    assert response.status_code == 200, response.text
+    got = np.array(response.json()["predictions"])
+    np.testing.assert_allclose(got, expected(old, insts), rtol=1e-5, atol=1e-6)
+    assert response.json()["model_version"] == "1"
+
+
+BAD = [
+    ("{not json", "malformed JSON"),
+    ({"rows": []}, 'with an "instances" list'),
+    ({"instances": []}, "non-empty list"),
+    ({"instances": [dict(instances(ROWS[:1])[0], colour="red")]}, "unknown feature 'colour'"),
+    ({"instances": [{k: v for k, v in instances(ROWS[:1])[0].items() if k != "fare"}]}, "missing feature 'fare'"),
+    ({"instances": [dict(instances(ROWS[:1])[0], fare="twelve")]}, "feature 'fare' must be a number or null"),
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=3.5)]}, "feature 'trip_start_hour' must be a integer"),
+    ({"instances": [dict(instances(ROWS[:1])[0], payment_type=1)]}, "feature 'payment_type' must be a string"),
+    ({"instances": instances(ROWS[:1]) * 1001}, "too many instances: 1001"),
+]
+
+
+def test_bad_requests_get_400_with_reason_while_good_ones_succeed(server, two_versions):
+    old, _, _ = two_versions
+    good = instances(ROWS[:20])
+    want = expected(old, good)
+    jobs = [("bad", body, reason) for body, reason in BAD] * 5 + [("good", i, None) for i in range(len(good))] * 5
+
+    def call(job):
+        kind, body, reason = job
+        if kind == "good":
+            r = server.predict({"instances": [good[body]]})
+            return kind, r.status_code, r.json(), body
+        r = server.predict(body)
+        return kind, r.status_code, r.json(), reason
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, jobs))
+    for kind, status, payload, detail in results:
+        if kind == "good":
+            assert status == 200
+            assert payload["predictions"][0] == pytest.approx(want[detail], rel=1e-5, abs=1e-6)
+        else:
+            assert status == 400, payload
+            assert detail in payload["error"]
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_newly_pushed_version_is_picked_up_without_failing_requests(server, two_versions):
+    _, new, serving_dir = two_versions
+    insts = instances(ROWS[:50])
+    stop, statuses = False, []
+
+    def hammer():
+        while not stop:
+            statuses.append(server.predict({"instances": insts[:5]}).status_code)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(hammer) for _ in range(2)]
+        publish(new, serving_dir, 2)
+        deadline = time.time() + 60
+        while server.version() != "2":
+            assert time.time() < deadline, "new version not picked up"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        stop = True
+        for f in futures:
+            f.result()
+    assert statuses and set(statuses) == {200}
+    response = server.predict({"instances": insts}).json()
+    assert response["model_version"] == "2"
+    np.testing.assert_allclose(response["predictions"], expected(new, insts), rtol=1e-5, atol=1e-6)
+
+
+def test_a_pinned_version_ignores_new_pushes(two_versions):
+    old, new, _ = two_versions
+    serving_dir = os.path.join(os.path.dirname(os.path.dirname(old)), "pinned-serving")
+    os.makedirs(serving_dir, exist_ok=True)
+    publish(old, serving_dir, 1)
+    publish(new, serving_dir, 2)
+    srv = Server(serving_dir, free_port(), "--version", "1", "--no-batching")
+    try:
+        insts = instances(ROWS[:10])
+        response = srv.predict({"instances": insts}).json()
+        assert response["model_version"] == "1"
+        np.testing.assert_allclose(response["predictions"], expected(old, insts), rtol=1e-5, atol=1e-6)
+    finally:
+        srv.stop()
+
+
+def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_versions, tmp_path):
+    old, _, _ = two_versions
+    src = tmp_path / "in"
+    src.mkdir()
+    lines = open(DATA_CSV).read().splitlines()
+    # Data row i is line i + 1: these are the rows read_rows(1000, start=SAMPLE_ROWS + 1) reads.
+    header, body = lines[0], lines[SAMPLE_ROWS + 2 : SAMPLE_ROWS + 1002]
+    bad_fare = next(csv.reader([body[0]]))
+    bad_fare[header.split(",").index("fare")] = "twelve"
+    broken = [",".join(bad_fare), "too,few,columns", body[1] + ",extra"]
+    (src / "part-1.csv").write_text("\n".join([header, *body[:500], broken[0], broken[1]]) + "\n")
+    (src / "part-2.csv").write_text("\n".join([header, *body[500:], broken[2]]) + "\n")
+    out = batch.predict(old, str(src / "*.csv"), str(tmp_path / "out"), key_columns=["trip_start_timestamp", "fare"])
+    predicted = [row for f in glob.glob(out["predictions"]) for row in csv.DictReader(open(f))]
+    dead = [json.loads(line) for f in glob.glob(out["dead_letters"]) for line in open(f)]
+    assert len(dead) == 3
+    assert len(predicted) == len(body) + len(broken) - len(dead)
+    reasons = " | ".join(d["reason"] for d in dead)
+    assert "expected 18 columns, got 3" in reasons and "expected 18 columns, got 19" in reasons
+    assert "fare: not a number: 'twelve'" in reasons
+    assert set(predicted[0]) == {"trip_start_timestamp", "fare", "probability"}
+    probabilities = [float(r["probability"]) for r in predicted]
+    assert all(0 <= p <= 1 for p in probabilities) and not any(math.isnan(p) for p in probabilities)
+    # The same rows through the model directly: same multiset of probabilities.
+    rows = read_rows(1000, start=SAMPLE_ROWS + 1)
+    want = sorted(np.round(expected(old, instances(rows)), 5))
+    assert sorted(round(p, 5) for p in probabilities) == pytest.approx(want, abs=2e-5)
+    assert tf.io.gfile.exists(old)
