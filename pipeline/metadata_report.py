@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,12 +115,27 @@ def _children(node: dict, prefix: str, lines: list[str]) -> None:
             _children(child, child_prefix + ("   " if end else "│  "), lines)
 
 
-def _fmt(value) -> str:
+def _fmt(value, metric: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if metric == "example_count":
+        return f"{value:.0f}"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
+        return f"{value:.4f}"
     return str(value)
+
+
+def _slice_order(name: str):
+    """overall first, then by feature, numeric values in numeric order."""
+    if name == "overall":
+        return (0, "", 0, "")
+    feature, _, value = name.partition("=")
+    try:
+        return (1, feature, float(value), "")
+    except ValueError:
+        return (1, feature, float("inf"), value)
 
 
 def comparison(result: dict) -> str:
@@ -131,7 +147,7 @@ def comparison(result: dict) -> str:
 
     lines = [f"A: {name(a)} (model #{a['model_id']})", f"B: {name(b)} (model #{b['model_id']})", ""]
     slices = list(dict.fromkeys([*a["metrics"], *b["metrics"]]))
-    slices.sort(key=lambda s: (s != "overall", s))
+    slices.sort(key=_slice_order)
     rows = []
     for s in slices:
         ma, mb = a["metrics"].get(s, {}), b["metrics"].get(s, {})
@@ -139,7 +155,8 @@ def comparison(result: dict) -> str:
             if m in ma or m in mb:
                 va, vb = ma.get(m), mb.get(m)
                 delta = va - vb if isinstance(va, float) and isinstance(vb, float) and m != "example_count" else None
-                rows.append([s, m, _fmt(va), _fmt(vb), f"{delta:+.4f}" if delta is not None else ""])
+                shown = f"{delta:+.4f}" if delta is not None and not math.isnan(delta) else ""
+                rows.append([s, m, _fmt(va, m), _fmt(vb, m), shown])
     lines.append(table(["slice", "metric", "A", "B", "A - B"], rows) if rows else "(no evaluations recorded)")
     lines.append("")
     if result["differences"]:
