@@ -10,6 +10,7 @@ score data of any size.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -20,7 +21,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from modules import features as F
@@ -53,72 +54,97 @@ def _parse_value(name: str, text: str, dtype: tf.DType):
     return value
 
 
-class ParseCsv(beam.DoFn):
-    """CSV line -> (keys, features) on the main output, or a dead letter with the reason."""
+@dataclasses.dataclass
+class RowBatch:
+    """Parsed rows, column-wise: what one model call scores. Beam moves batches, not rows:
+    per-element overhead, not the model, bounds a row-per-element pipeline's speed."""
+
+    keys: list[list[Any]]
+    features: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class ParseCsvBatch(beam.DoFn):
+    """A batch of CSV lines -> one RowBatch on the main output, and a dead letter (with the
+    reason) for each line that cannot be parsed."""
 
     def __init__(self, header: list[str], dtypes: dict[str, tf.DType], key_columns: Sequence[str]):
         self.header, self.dtypes, self.key_columns = header, dtypes, list(key_columns)
 
-    def process(self, line: str) -> Iterable[Any]:
-        try:
-            (values,) = list(csv.reader([line]))
-        except (csv.Error, ValueError) as e:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": f"unreadable CSV: {e}"})
-            return
-        if values == self.header:
-            return  # the header line of this or another input file
-        if len(values) != len(self.header):
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, {"input": line, "reason": f"expected {len(self.header)} columns, got {len(values)}"}
-            )
-            return
-        row = dict(zip(self.header, values))
-        try:
-            features = {name: _parse_value(name, row[name], dtype) for name, dtype in self.dtypes.items()}
-        except ValueError as e:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": str(e)})
-            return
-        yield [row[k] for k in self.key_columns], features
+    def process(self, lines: list[str]) -> Iterable[Any]:
+        index = {name: i for i, name in enumerate(self.header)}
+        features = [(name, index[name], dtype) for name, dtype in self.dtypes.items()]
+        key_index = [index[k] for k in self.key_columns]
+        width = len(self.header)
+        batch = RowBatch([], {name: [] for name in self.dtypes})
+        for line in lines:
+            try:
+                values = line.split(",") if '"' not in line else next(csv.reader([line]))
+            except (csv.Error, StopIteration) as e:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": f"unreadable CSV: {e}"})
+                continue
+            if values == self.header:
+                continue  # the header line of this or another input file
+            if len(values) != width:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": f"expected {width} columns, got {len(values)}"})
+                continue
+            try:
+                parsed = [(name, _parse_value(name, values[i], dtype)) for name, i, dtype in features]
+            except ValueError as e:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": str(e)})
+                continue
+            for name, value in parsed:
+                batch.features[name].append(value)
+            batch.keys.append([values[i] for i in key_index])
+        if len(batch):
+            yield batch
 
 
-class ParseExample(beam.DoFn):
-    """Serialized tf.Example -> (keys, features), or a dead letter with the reason."""
+def _example_value(feature, name: str):
+    """The first value of a tf.Example feature, or None when absent or empty."""
+    f = feature[name] if name in feature else None
+    values = (f.bytes_list.value or f.float_list.value or f.int64_list.value) if f is not None else None
+    if not values:
+        return None
+    return values[0].decode() if isinstance(values[0], bytes) else values[0]
+
+
+class ParseExampleBatch(beam.DoFn):
+    """A batch of serialized tf.Examples -> one RowBatch, and dead letters with reasons."""
 
     def __init__(self, dtypes: dict[str, tf.DType], key_columns: Sequence[str]):
         self.dtypes, self.key_columns = dtypes, list(key_columns)
 
-    def process(self, record: bytes) -> Iterable[Any]:
-        try:
-            example = tf.train.Example.FromString(record)
-        except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError subclasses
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": f"not a tf.Example: {e}"})
-            return
-        feature = example.features.feature
-
-        def value(name):
-            if name not in feature:
-                return None
-            f = feature[name]
-            values = f.bytes_list.value or f.float_list.value or f.int64_list.value
-            if not values:
-                return None
-            v = values[0]
-            return v.decode() if isinstance(v, bytes) else v
-
-        features = {}
-        for name, dtype in self.dtypes.items():
-            v = value(name)
-            if v is not None and (dtype == tf.string) != isinstance(v, str):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": str(example)[:500], "reason": f"{name}: wrong type"})
-                return
-            features[name] = v
-        yield [value(k) for k in self.key_columns], features
+    def process(self, records: list[bytes]) -> Iterable[Any]:
+        batch = RowBatch([], {name: [] for name in self.dtypes})
+        for record in records:
+            try:
+                feature = tf.train.Example.FromString(record).features.feature
+            except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError subclasses
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": f"not a tf.Example: {e}"})
+                continue
+            row = {name: _example_value(feature, name) for name in self.dtypes}
+            if all(v is None for v in row.values()):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": "none of the model's features"})
+                continue
+            wrong = [n for n, v in row.items() if v is not None and (self.dtypes[n] == tf.string) != isinstance(v, str)]
+            if wrong:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": f"{wrong[0]}: wrong type"})
+                continue
+            for name, v in row.items():
+                batch.features[name].append(v)
+            batch.keys.append([_example_value(feature, k) for k in self.key_columns])
+        if len(batch):
+            yield batch
 
 
-def _columns(batch: Sequence[dict[str, Any]], dtypes: dict[str, tf.DType]) -> dict[str, tf.Tensor]:
+def _columns(batches: Sequence[RowBatch], dtypes: dict[str, tf.DType]) -> dict[str, tf.Tensor]:
+    """RowBatches -> one dense column per model input, None -> the missing-value sentinel."""
     out = {}
     for name, dtype in dtypes.items():
-        values = [row[name] for row in batch]
+        values = [v for b in batches for v in b.features[name]]
         if dtype == tf.string:
             out[name] = tf.constant([F.MISSING_STRING if v is None else v for v in values], dtype)
         elif dtype.is_floating:
@@ -130,7 +156,8 @@ def _columns(batch: Sequence[dict[str, Any]], dtypes: dict[str, tf.DType]) -> di
 
 class RawFeatureModelHandler(ModelHandler):
     """A TensorFlow model handler for RunInference: loads the pushed SavedModel and scores
-    batches of raw-feature dicts through its `serving_raw` signature.
+    RowBatches of raw features through its `serving_raw` signature (one model call for the
+    RowBatches RunInference groups together).
 
     Beam's own TFModelHandlerTensor cannot be used with this pinned set: it imports
     tensorflow_hub, whose version TFX 1.16 requires (<0.16) imports tf.estimator, which
@@ -138,9 +165,9 @@ class RawFeatureModelHandler(ModelHandler):
     is a tf.Module with signatures.
     """
 
-    def __init__(self, model_dir: str, min_batch_size: int = 64, max_batch_size: int = 2048):
+    def __init__(self, model_dir: str, max_row_batches: int = 4):
         self.model_dir = model_dir
-        self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+        self._batching = {"min_batch_size": 1, "max_batch_size": max_row_batches}
 
     def load_model(self):
         return tf.saved_model.load(self.model_dir)
@@ -149,7 +176,11 @@ class RawFeatureModelHandler(ModelHandler):
         fn = model.signatures[SERVING_RAW_SIGNATURE]
         dtypes = {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
         probabilities = fn(**_columns(batch, dtypes))[PREDICTION_KEY].numpy()
-        return [PredictionResult(row, float(p), self.model_dir) for row, p in zip(batch, probabilities)]
+        results, start = [], 0
+        for rows in batch:
+            results.append(PredictionResult(rows, probabilities[start : start + len(rows)], self.model_dir))
+            start += len(rows)
+        return results
 
     def batch_elements_kwargs(self):
         return self._batching
@@ -158,10 +189,13 @@ class RawFeatureModelHandler(ModelHandler):
         return "BeamML_TF_RawFeatures"
 
 
-def _to_csv(keys: list, probability: float) -> str:
+def _to_csv(result: PredictionResult) -> str:
+    """A scored RowBatch as one multi-line CSV text (WriteToText adds the last newline)."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([*("" if k is None else k for k in keys), f"{probability:.6f}"])
-    return out.getvalue()
+    writer = csv.writer(out, lineterminator="\n")
+    for keys, p in zip(result.example.keys, result.inference):
+        writer.writerow([*("" if k is None else k for k in keys), f"{p:.6f}"])
+    return out.getvalue()[:-1]
 
 
 def predict(
@@ -194,21 +228,24 @@ def predict(
     os.makedirs(output_dir, exist_ok=True) if "://" not in output_dir else None
     predictions_prefix = os.path.join(output_dir, "predictions")
     dead_prefix = os.path.join(output_dir, DEAD_LETTER)
-    handler = RawFeatureModelHandler(model_dir, min_batch_size=min(64, batch_size), max_batch_size=batch_size)
+    handler = RawFeatureModelHandler(model_dir)
 
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         if input_format == "csv":
-            lines = p | "Read" >> beam.io.ReadFromText(input_pattern)
-            parsed = lines | "Parse" >> beam.ParDo(ParseCsv(header, dtypes, key_columns)).with_outputs(DEAD_LETTER, main="rows")
+            records = p | "Read" >> beam.io.ReadFromText(input_pattern)
+            parse = ParseCsvBatch(header, dtypes, key_columns)
         else:
             records = p | "Read" >> beam.io.ReadFromTFRecord(input_pattern)
-            parsed = records | "Parse" >> beam.ParDo(ParseExample(dtypes, key_columns)).with_outputs(DEAD_LETTER, main="rows")
-        keyed = parsed.rows | "Key" >> beam.Map(lambda kf: (json.dumps(kf[0]), kf[1]))
-
-        scored = keyed | "RunInference" >> RunInference(KeyedModelHandler(handler))
+            parse = ParseExampleBatch(dtypes, key_columns)
+        parsed = (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=batch_size // 4, max_batch_size=batch_size)
+            | "Parse" >> beam.ParDo(parse).with_outputs(DEAD_LETTER, main="rows")
+        )
         _ = (
-            scored
-            | "Format" >> beam.MapTuple(lambda keys, result: _to_csv(json.loads(keys), result.inference))
+            parsed.rows
+            | "RunInference" >> RunInference(handler)
+            | "Format" >> beam.Map(_to_csv)
             | "WritePredictions" >> beam.io.WriteToText(predictions_prefix, file_name_suffix=".csv",
                                                         header=",".join([*key_columns, "probability"]))
         )

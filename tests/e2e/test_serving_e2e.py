@@ -237,3 +237,23 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     want = sorted(np.round(expected(old, instances(rows)), 5))
     assert sorted(round(p, 5) for p in probabilities) == pytest.approx(want, abs=2e-5)
     assert tf.io.gfile.exists(old)
+
+
+def test_batch_predict_reads_tfrecords(two_versions, tmp_path):
+    from helpers import to_example
+
+    old, _, _ = two_versions
+    rows = read_rows(200, start=SAMPLE_ROWS + 1)
+    path = str(tmp_path / "rows.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
+        for r in rows:
+            w.write(to_example(r, drop=F.LABEL_SOURCE_KEYS))
+        w.write(b"\xff\xff\xff\xff")  # not decodable
+        w.write(tf.train.Example().SerializeToString())  # decodable, but carries nothing
+    out = batch.predict(old, path, str(tmp_path / "out"), key_columns=["fare"])
+    predicted = [row for f in glob.glob(out["predictions"]) for row in csv.DictReader(open(f))]
+    dead = [json.loads(line) for f in glob.glob(out["dead_letters"]) for line in open(f)]
+    assert len(predicted) == len(rows) and len(dead) == 2
+    assert sorted(d["reason"].split(":")[0] for d in dead) == ["none of the model's features", "not a tf.Example"]
+    want = sorted(np.round(expected(old, instances(rows)), 5))
+    assert sorted(round(float(r["probability"]), 5) for r in predicted) == pytest.approx(want, abs=2e-5)
