@@ -19,13 +19,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from modules import features as F
 from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from serving.model_store import dense_columns
 
 DEAD_LETTER = "dead_letter"
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -141,17 +141,9 @@ class ParseExampleBatch(beam.DoFn):
 
 
 def _columns(batches: Sequence[RowBatch], dtypes: dict[str, tf.DType]) -> dict[str, tf.Tensor]:
-    """RowBatches -> one dense column per model input, None -> the missing-value sentinel."""
-    out = {}
-    for name, dtype in dtypes.items():
-        values = [v for b in batches for v in b.features[name]]
-        if dtype == tf.string:
-            out[name] = tf.constant([F.MISSING_STRING if v is None else v for v in values], dtype)
-        elif dtype.is_floating:
-            out[name] = tf.constant(np.array([math.nan if v is None else v for v in values], dtype.as_numpy_dtype))
-        else:
-            out[name] = tf.constant(np.array([F.MISSING_INT if v is None else v for v in values], dtype.as_numpy_dtype))
-    return out
+    """RowBatches -> one dense tensor per model input."""
+    values = {name: [v for b in batches for v in b.features[name]] for name in dtypes}
+    return {name: tf.constant(column) for name, column in dense_columns(values, dtypes).items()}
 
 
 class RawFeatureModelHandler(ModelHandler):

@@ -32,6 +32,21 @@ class NoModelError(RuntimeError):
     """No loadable model version (HTTP 503)."""
 
 
+def dense_columns(values: dict[str, list[Any]], dtypes: dict[str, tf.DType]) -> dict[str, np.ndarray]:
+    """Raw values by feature -> the `serving_raw` signature's dense columns; None becomes the
+    feature's missing-value sentinel (F.MISSING_STRING, NaN, F.MISSING_INT)."""
+    out = {}
+    for name, dtype in dtypes.items():
+        column = values[name]
+        if dtype == tf.string:
+            out[name] = np.array([F.MISSING_STRING if v is None else v for v in column], dtype=object)
+        elif dtype.is_floating:
+            out[name] = np.array([math.nan if v is None else v for v in column], dtype=dtype.as_numpy_dtype)
+        else:
+            out[name] = np.array([F.MISSING_INT if v is None else v for v in column], dtype=dtype.as_numpy_dtype)
+    return out
+
+
 def list_versions(base_dir: str) -> list[int]:
     """Version numbers under `base_dir` that hold a SavedModel, ascending."""
     if not os.path.isdir(base_dir):
@@ -64,17 +79,8 @@ class LoadedModel:
         return model
 
     def columns(self, instances: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Validated instances -> one dense column per input, None -> the missing sentinel."""
-        out = {}
-        for name, dtype in self.input_dtypes.items():
-            values = [inst.get(name) for inst in instances]
-            if dtype == tf.string:
-                out[name] = np.array([F.MISSING_STRING if v is None else v for v in values], dtype=object)
-            elif dtype.is_floating:
-                out[name] = np.array([math.nan if v is None else v for v in values], dtype=dtype.as_numpy_dtype)
-            else:
-                out[name] = np.array([F.MISSING_INT if v is None else v for v in values], dtype=dtype.as_numpy_dtype)
-        return out
+        """Validated instances -> one dense column per input."""
+        return dense_columns({name: [inst.get(name) for inst in instances] for name in self.input_dtypes}, self.input_dtypes)
 
     def predict_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         return self.fn(**{k: tf.constant(v) for k, v in columns.items()})[PREDICTION_KEY].numpy()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import pathlib
+import socket
 
 import tensorflow as tf
 
@@ -123,3 +124,10 @@ EXPECTED_EDGES = {
     P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER, P.BASELINE_RESOLVER},
     P.PUSHER: {P.TRAINER, P.EVALUATOR},
 }
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

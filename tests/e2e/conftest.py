@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from helpers import DATA_CSV, SAMPLE_ROWS, SCHEMA_PATH
+from helpers import DATA_CSV, SAMPLE_ROWS, SCHEMA_PATH, free_port
 from modules.hparams import HParams
 from pipeline import configs, local
 
@@ -67,12 +66,6 @@ def sqlite_history(sample_run):
     return cfg, [first, rerun, retrain]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mariadb():
     """A real MariaDB server (Debian's package) on a loopback port, for the session, with a
@@ -91,7 +84,7 @@ def mariadb():
     if as_root:
         shutil.chown(root, "mysql")
     user = ["--user=mysql"] if as_root else []
-    data, sock, port = root / "data", root / "sock", _free_port()
+    data, sock, port = root / "data", root / "sock", free_port()
     done = subprocess.run(["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal",
                            "--skip-test-db", *user], capture_output=True, text=True)
     if done.returncode:

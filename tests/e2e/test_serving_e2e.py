@@ -22,7 +22,7 @@ import pytest
 import requests
 import tensorflow as tf
 
-from helpers import DATA_CSV, ROOT, SAMPLE_ROWS, read_rows
+from helpers import DATA_CSV, ROOT, SAMPLE_ROWS, free_port, read_rows
 from modules import features as F
 from serving import batch
 from serving.model_store import LoadedModel, list_versions
@@ -79,14 +79,6 @@ class Server:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
