@@ -9,7 +9,7 @@ Examples:
   python runner.py artifacts --type Model --json
   python runner.py lineage 1795322187                   # a pushed model version (or artifact id)
   python runner.py compare                              # serving model vs its predecessor
-  python runner.py runs --metadata postgresql://mlmd@db.internal:5432/mlmd
+  python runner.py runs --metadata mysql://mlmd:PASSWORD@db.internal:3306/mlmd
   python runner.py serve                                # REST predictions from outputs/serving
   python runner.py predict --input data/taxi.csv --output /tmp/scored
   python runner.py vertex compile --config vertex.json  # -> build/pipeline.json, offline
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default=DEFAULT_OUTPUT, help="artifacts, metadata.sqlite and serving/ go here")
     run.add_argument("--train-steps", type=int, default=None, help="training steps (default: the config's)")
     run.add_argument("--hparams", help="JSON object or file overriding hyperparameters")
-    run.add_argument("--metadata", help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or postgresql://user@host:port/db")
+    run.add_argument("--metadata", help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or mysql://user:password@host:port/db (MySQL/MariaDB)")
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     def metadata_command(name: str, func, text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--metadata", default=os.path.join(DEFAULT_OUTPUT, "metadata.sqlite"),
-                       help="SQLite path or postgresql://user[:password]@host[:port]/db (default: %(default)s)")
+                       help="SQLite path or mysql://user[:password]@host[:port]/db (default: %(default)s)")
         p.add_argument("--pipeline-name", default="taxi-big-tipper", help="default: %(default)s")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)

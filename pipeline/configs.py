@@ -121,7 +121,8 @@ class PipelineConfig:
       schema_path: the curated schema (.pbtxt) that ImportSchemaGen imports.
       serving_model_dir: Pusher's destination; each push is a new numbered version inside.
       metadata_uri: the ML Metadata store for local runs: a SQLite file path, or
-        postgresql://user[:password]@host[:port]/database for a shared store; None when the
+        mysql://user[:password]@host[:port]/database for a shared store (MySQL/MariaDB; not
+        PostgreSQL with ml-metadata 1.16, see README); None when the
         orchestrator provides metadata (Vertex).
       train_steps / eval_steps: training length and validation length, in batches.
       hparams: model hyperparameters, passed to the Trainer through custom_config.

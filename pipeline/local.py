@@ -28,6 +28,12 @@ def build_config(
 
 def metadata_connection(cfg: configs.PipelineConfig):
     config = metadata.connection_config(cfg.metadata_uri)
+    if config.HasField("postgresql"):
+        # It would fail part-way through the run, at the first property holding a backslash.
+        raise configs.ConfigError(
+            "metadata_uri: ml-metadata 1.16's PostgreSQL backend cannot store TFX runs (it mis-quotes "
+            "strings containing a backslash); use a SQLite path or mysql://"
+        )
     if config.HasField("sqlite"):
         os.makedirs(os.path.dirname(os.path.abspath(config.sqlite.filename_uri)), exist_ok=True)
     return config

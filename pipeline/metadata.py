@@ -56,8 +56,9 @@ class MetadataError(Exception):
 def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
     """A ConnectionConfig from a store URI.
 
-    Accepted: a SQLite file path (or sqlite:///path), postgresql://user[:pw]@host[:port]/db,
-    mysql://user[:pw]@host[:port]/db.
+    Accepted: a SQLite file path (or sqlite:///path), mysql://user[:pw]@host[:port]/db, and
+    postgresql://user[:pw]@host[:port]/db (readable, but ml-metadata 1.16 cannot store TFX
+    runs there: its PostgreSQL backend mis-quotes strings containing a backslash).
     """
     if not uri:
         raise MetadataError("no metadata store given")
@@ -79,7 +80,7 @@ def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.C
             db.password = urllib.parse.unquote(parsed.password)
         return config
     if parsed.scheme not in ("", "sqlite"):
-        raise MetadataError(f"unsupported metadata store {parsed.scheme!r}: use a SQLite path, postgresql:// or mysql://")
+        raise MetadataError(f"unsupported metadata store {parsed.scheme!r}: use a SQLite path or mysql://")
     path = parsed.path if parsed.scheme == "sqlite" else uri
     config.sqlite.filename_uri = path
     config.sqlite.connection_mode = (

@@ -6,9 +6,11 @@ import hashlib
 import pathlib
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
 
 from modules import features as F
+from pipeline import pusher as idempotent_pusher
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
 
@@ -132,6 +134,8 @@ def create_pipeline(
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_model_dir)
             ),
+            # Does not push a model identical to the newest pushed version again.
+            custom_executor_spec=executor_spec.ExecutorClassSpec(idempotent_pusher.Executor),
         )
     pusher = pusher.with_id(PUSHER)
 

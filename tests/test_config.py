@@ -76,6 +76,7 @@ def test_hparams_round_trip_through_custom_config_json():
         (["run", "--hparams", '{"nope": 1}'], "error: --hparams: unknown hparams: nope"),
         (["run", "--hparams", "{not json"], "error: --hparams: not a JSON object or file"),
         (["run", "--train-steps", "0"], "error: train_steps: must be a positive integer"),
+        (["run", "--metadata", "postgresql://u@127.0.0.1/db"], "error: metadata_uri: ml-metadata 1.16's PostgreSQL backend"),
     ],
 )
 def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):

@@ -239,5 +239,5 @@ def test_bigquery_input_uses_bigquery_example_gen(tmp_path):
     assert "big_query" in args[args.index("--executor_class_path") + 1]
     # Without an endpoint the Pusher copies the model to GCS.
     pusher_args = list(executor(spec, P.PUSHER)["container"]["args"])
-    assert pusher_args[pusher_args.index("--executor_class_path") + 1] == "tfx.components.pusher.executor.Executor"
+    assert pusher_args[pusher_args.index("--executor_class_path") + 1] == "pipeline.pusher.Executor"
     assert "gs://my-bucket/tfx/serving" in open(path).read()

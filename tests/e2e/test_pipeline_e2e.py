@@ -69,6 +69,8 @@ def test_unchanged_rerun_is_served_from_cache(sqlite_history):
     assert second["run_id"] != first["run_id"]
     for component in (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.TRANSFORM, P.TRAINER):
         assert second["components"][component] == "cached", component
+    # The same model is not pushed again as a new version.
+    assert second["pushed_model"] == first["pushed_model"]
 
 
 @pytest.mark.quality
@@ -82,3 +84,9 @@ def test_full_data_model_meets_the_quality_bar(tmp_path):
     assert summary["blessed"]
     assert summary["metrics"]["binary_accuracy"] >= 0.90
     assert summary["metrics"]["auc"] >= 0.955
+
+
+def test_only_distinct_models_get_serving_versions(sqlite_history):
+    cfg, (first, _, third) = sqlite_history
+    versions = sorted(os.listdir(cfg.serving_model_dir))
+    assert [os.path.join(cfg.serving_model_dir, v) for v in versions] == [first["pushed_model"], third["pushed_model"]]
