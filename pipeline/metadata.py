@@ -416,7 +416,7 @@ class Metadata:
         """The ModelEvaluation of the Evaluator run that took `model` as its candidate."""
         for execution, outputs in self.consumers(model):
             inputs = self._events_by_execution([execution.id], _INPUTS).get(execution.id, {})
-            if self.component_of(execution.id) and any(a.id == model.id for a in inputs.get("model", [])):
+            if any(a.id == model.id for a in inputs.get("model", [])):
                 if outputs.get("evaluation"):
                     return outputs["evaluation"][0]
         return None
