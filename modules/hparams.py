@@ -36,6 +36,9 @@ class HParams:
     steps_per_eval: int = 500
     # Start from the latest blessed model's weights when the pipeline provides one.
     warm_start: bool = True
+    # Seeds weight initialisation, dropout and the input shuffle: the same data, code and
+    # hyperparameters train the same model (up to float non-associativity across threads).
+    seed: int = 42
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_units, list):

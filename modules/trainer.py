@@ -134,9 +134,10 @@ def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer callback: trains for `fn_args.train_steps` steps and exports the model."""
     hp = HParams.from_dict(fn_args.custom_config.get("hparams", {}))
+    keras.utils.set_random_seed(hp.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
-    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size, seed=0)
+    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size, seed=hp.seed)
+    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size, seed=hp.seed)
 
     model = build_model(hp)
     base_model = getattr(fn_args, "base_model", None)
