@@ -25,15 +25,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from modules import features as F
 from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
-from serving.model_store import dense_columns
+from serving.model_store import dense_columns, input_dtypes
 
 DEAD_LETTER = "dead_letter"
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
-
-
-def _input_dtypes(model_dir: str) -> dict[str, tf.DType]:
-    fn = tf.saved_model.load(model_dir).signatures[SERVING_RAW_SIGNATURE]
-    return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
 
 
 def _parse_value(name: str, text: str, dtype: tf.DType):
@@ -102,7 +97,7 @@ class ParseCsvBatch(beam.DoFn):
             yield batch
 
 
-def _example_value(feature, name: str):
+def example_value(feature, name: str):
     """The first value of a tf.Example feature, or None when absent or empty."""
     f = feature[name] if name in feature else None
     values = (f.bytes_list.value or f.float_list.value or f.int64_list.value) if f is not None else None
@@ -125,7 +120,7 @@ class ParseExampleBatch(beam.DoFn):
             except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError subclasses
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": f"not a tf.Example: {e}"})
                 continue
-            row = {name: _example_value(feature, name) for name in self.dtypes}
+            row = {name: example_value(feature, name) for name in self.dtypes}
             if all(v is None for v in row.values()):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": "none of the model's features"})
                 continue
@@ -135,7 +130,7 @@ class ParseExampleBatch(beam.DoFn):
                 continue
             for name, v in row.items():
                 batch.features[name].append(v)
-            batch.keys.append([_example_value(feature, k) for k in self.key_columns])
+            batch.keys.append([example_value(feature, k) for k in self.key_columns])
         if len(batch):
             yield batch
 
@@ -166,7 +161,7 @@ class RawFeatureModelHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[PredictionResult]:
         fn = model.signatures[SERVING_RAW_SIGNATURE]
-        dtypes = {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
+        dtypes = input_dtypes(fn)
         probabilities = fn(**_columns(batch, dtypes))[PREDICTION_KEY].numpy()
         results, start = [], 0
         for rows in batch:
@@ -200,7 +195,7 @@ def predict(
     beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
 ) -> dict[str, str]:
     """Scores `input_pattern` with the model in `model_dir`; returns the output file prefixes."""
-    dtypes = _input_dtypes(model_dir)
+    dtypes = input_dtypes(tf.saved_model.load(model_dir).signatures[SERVING_RAW_SIGNATURE])
     files = tf.io.gfile.glob(input_pattern)
     if not files:
         raise FileNotFoundError(f"no input files match {input_pattern}")

@@ -32,6 +32,11 @@ class NoModelError(RuntimeError):
     """No loadable model version (HTTP 503)."""
 
 
+def input_dtypes(fn) -> dict[str, tf.DType]:
+    """The `serving_raw` signature's inputs: raw feature name -> dtype."""
+    return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
+
+
 def dense_columns(values: dict[str, list[Any]], dtypes: dict[str, tf.DType]) -> dict[str, np.ndarray]:
     """Raw values by feature -> the `serving_raw` signature's dense columns; None becomes the
     feature's missing-value sentinel (F.MISSING_STRING, NaN, F.MISSING_INT)."""
@@ -72,8 +77,7 @@ class LoadedModel:
     def load(cls, path: str, version: int) -> LoadedModel:
         loaded = tf.saved_model.load(path)
         fn = loaded.signatures[SERVING_RAW_SIGNATURE]
-        _, kwargs = fn.structured_input_signature
-        model = cls(version, path, fn, {name: spec.dtype for name, spec in kwargs.items()}, loaded)
+        model = cls(version, path, fn, input_dtypes(fn), loaded)
         # One call initialises lookup tables, so the first request is not slow.
         model.predict([dict.fromkeys(model.input_dtypes)])
         return model
