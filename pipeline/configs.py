@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 from modules.hparams import HParams
+
+SPAN_DIR = re.compile(r"^span-(\d+)$")
+SPAN_PATTERN = "span-{SPAN}/*.csv"
+
+
+def find_spans(data_root: str) -> list[int]:
+    """Span numbers of the span-<N>/ folders under data_root (sorted)."""
+    return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, os.listdir(data_root)) if m)
 
 # Beam on the DirectRunner, in this process: the fastest mode for data that fits one machine
 # (see bench/RESULTS.md). Dataflow args replace these for production.
@@ -134,6 +143,16 @@ class PipelineConfig:
         configuration so that a code change invalidates their cache.
       vertex_training: run the Trainer on Vertex AI Training (None: in the pipeline's worker).
       vertex_endpoint: push to a Vertex AI endpoint (None: copy to serving_model_dir).
+      span_pattern: when the input arrives as spans, the pattern of one span's files under
+        data_root with TFX's {SPAN} placeholder (e.g. "span-{SPAN}/*.csv"); each run ingests
+        the newest span. None: every file in data_root is one dataset (span 0).
+      continuous_training: train on the newest `train_window_spans` spans that passed
+        validation, warm-start from the latest blessed model trained before the newest span,
+        and check drift against the previous span. Local runs only: these resolve inputs
+        across runs from ML Metadata in ways the Vertex compiler does not support.
+      train_window_spans: the rolling window, in spans.
+      accept_anomalies: anomalies the operator accepts for this run (FEATURE, FEATURE:KIND or
+        *); anything else the data gate finds stops the run before Transform.
     """
 
     pipeline_name: str
@@ -153,6 +172,10 @@ class PipelineConfig:
     bigquery_query: str | None = None
     vertex_training: VertexTraining | None = None
     vertex_endpoint: VertexEndpoint | None = None
+    span_pattern: str | None = None
+    continuous_training: bool = True
+    train_window_spans: int = 3
+    accept_anomalies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("pipeline_name", "pipeline_root", "schema_path", "serving_model_dir"):
@@ -168,6 +191,16 @@ class PipelineConfig:
         names = [name for name, _ in self.split_buckets]
         _require(set(names) == {"train", "eval"} and len(names) == 2, "split_buckets", f"needs exactly 'train' and 'eval', got {names}")
         _require(all(isinstance(n, int) and n > 0 for _, n in self.split_buckets), "split_buckets", "hash bucket counts must be positive integers")
+        _require(isinstance(self.train_window_spans, int) and self.train_window_spans > 0, "train_window_spans",
+                 f"must be a positive integer, got {self.train_window_spans!r}")
+        _require(self.span_pattern is None or "{SPAN}" in self.span_pattern, "span_pattern",
+                 f"must contain {{SPAN}}, got {self.span_pattern!r}")
+        from pipeline.validation import parse_accept
+
+        try:
+            object.__setattr__(self, "accept_anomalies", parse_accept(self.accept_anomalies))
+        except ValueError as e:
+            raise ConfigError(f"accept_anomalies: {e}") from e
 
     def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)
@@ -186,11 +219,17 @@ def local_config(
     <output_dir>/serving/<version> (pushed models).
     """
     _require(os.path.isdir(data_root), "data_root", f"no such directory: {data_root}")
-    _require(
-        any(name.endswith(".csv") for name in os.listdir(data_root)),
-        "data_root",
-        f"no .csv file in {data_root}",
-    )
+    spans = find_spans(data_root)
+    if spans:
+        newest = os.path.join(data_root, f"span-{spans[-1]}")
+        _require(any(n.endswith(".csv") for n in os.listdir(newest)), "data_root", f"no .csv file in {newest}")
+        overrides.setdefault("span_pattern", SPAN_PATTERN)
+    else:
+        _require(
+            any(name.endswith(".csv") for name in os.listdir(data_root)),
+            "data_root",
+            f"no .csv file (or span-<N>/ folder of them) in {data_root}",
+        )
     _require(os.path.isfile(schema_path), "schema_path", f"no such file: {schema_path}")
     output_dir = os.path.abspath(output_dir)
     values: dict[str, Any] = dict(

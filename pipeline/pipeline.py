@@ -10,7 +10,9 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
 
 from modules import features as F
+from pipeline import gate as data_gate
 from pipeline import pusher as idempotent_pusher
+from pipeline import resolvers
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
 
@@ -25,6 +27,9 @@ STATISTICS_GEN = "statistics_gen"
 SCHEMA_GEN = "schema_gen"
 SCHEMA_IMPORTER = "schema_importer"
 EXAMPLE_VALIDATOR = "example_validator"
+DATA_GATE = "data_gate"
+SPAN_WINDOW_RESOLVER = "span_window_resolver"
+WARM_START_RESOLVER = "warm_start_model_resolver"
 TRANSFORM = "transform"
 TRAINER = "trainer"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
@@ -67,7 +72,13 @@ def create_pipeline(
             query=cfg.bigquery_query, output_config=output_config
         )
     else:
-        example_gen = tfx.components.CsvExampleGen(input_base=cfg.data_root, output_config=output_config)
+        input_config = None
+        if cfg.span_pattern:
+            # The newest span under data_root; its number is recorded on the Examples artifact.
+            input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=cfg.span_pattern)])
+        example_gen = tfx.components.CsvExampleGen(
+            input_base=cfg.data_root, input_config=input_config, output_config=output_config
+        )
     example_gen = example_gen.with_id(EXAMPLE_GEN)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
@@ -83,8 +94,33 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema
     ).with_id(EXAMPLE_VALIDATOR)
 
-    transform = tfx.components.Transform(
+    # The gate stops the run here when the data has anomalies nobody accepted (drift against
+    # the previous span included); Transform and everything after it run only if it passes.
+    history = {}
+    if cfg.continuous_training:
+        history["verdicts"] = tfx.dsl.Channel(
+            type=standard_artifacts.ExampleAnomalies, producer_component_id=DATA_GATE, output_key="result"
+        )
+    gate = data_gate.DataGate(
         examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema,
+        anomalies=example_validator.outputs["anomalies"],
+        accept=cfg.accept_anomalies,
+        **history,
+    ).with_id(DATA_GATE)
+
+    # Training data: this run's span, or with continuous training the newest spans that passed
+    # the gate (a rolling window, resolved from ML Metadata after this run's gate).
+    training_examples = example_gen.outputs["examples"]
+    nodes = []
+    if cfg.continuous_training:
+        window = resolvers.span_window_resolver(EXAMPLE_GEN, DATA_GATE, cfg.train_window_spans).with_id(SPAN_WINDOW_RESOLVER)
+        window.add_upstream_node(gate)
+        training_examples = window.outputs["examples"]
+        nodes.append(window)
+    transform = tfx.components.Transform(
+        examples=training_examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"module_fingerprint": fingerprint},
@@ -92,14 +128,22 @@ def create_pipeline(
         # post-transform statistics saves a full pass over the data.
         disable_statistics=True,
     ).with_id(TRANSFORM)
+    transform.add_upstream_node(gate)
 
     trainer_config = {"hparams": cfg.hparams.to_dict(), "module_fingerprint": fingerprint}
     trainer_class = tfx.components.Trainer
     if cfg.vertex_training:
         trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
         trainer_config.update(cfg.vertex_training.custom_config())
+    warm_start = {}
+    if cfg.continuous_training:
+        warm_start_resolver = resolvers.warm_start_resolver(EXAMPLE_GEN).with_id(WARM_START_RESOLVER)
+        warm_start_resolver.add_upstream_node(example_gen)  # it must see this run's span
+        warm_start = {"base_model": warm_start_resolver.outputs["model"]}
+        nodes.append(warm_start_resolver)
     trainer = trainer_class(
         run_fn=RUN_FN,
+        **warm_start,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
@@ -148,7 +192,9 @@ def create_pipeline(
             schema_gen,
             schema_importer,
             example_validator,
+            gate,
             transform,
+            *nodes,
             trainer,
             baseline_resolver,
             evaluator,

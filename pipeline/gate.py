@@ -1,0 +1,144 @@
+"""DataGate: the component that stops a run before Transform when the data is not fit to train on.
+
+It reads what ExampleValidator found for the new span and adds drift against the previous span
+that passed (the schema's drift_comparator thresholds). Anomalies nobody accepted raise `DataValidationError`, so Transform,
+Trainer, Evaluator and Pusher never run and nothing is pushed. A pass publishes a `result`
+artifact (ExampleAnomalies: the drift anomalies and a copy of the statistics per split, plus
+gate.json with the accepted rows and every drift measurement). Later runs read these results:
+only spans that passed enter the training window, and drift is measured against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.utils import io_utils
+
+from pipeline import validation as V
+
+logger = logging.getLogger(__name__)
+
+GATE_FILE = "gate.json"
+
+
+def span_of(artifact: types.Artifact) -> int:
+    """The span of an ExampleGen output or a gate result; 0 without span folders. (ExampleGen
+    records it as a custom property, so `artifact.span` reads 0.)"""
+    if artifact.has_custom_property("span"):
+        return int(artifact.get_int_custom_property("span") or artifact.get_string_custom_property("span") or 0)
+    return 0
+
+
+def _split_stats(artifact: types.Artifact, split: str):
+    return V.load_statistics(artifact_utils.get_split_uri([artifact], split))
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        current = input_dict["statistics"][0]
+        span = span_of(input_dict["examples"][0])
+        schema = V.load_schema(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict["schema"])))
+        accept = tuple(json.loads(exec_properties.get("accept") or "[]"))
+        splits = artifact_utils.decode_split_names(current.split_names)
+
+        rows: list[dict] = []
+        anomalies = input_dict["anomalies"][0]
+        for split in splits:
+            rows += V.empty_data_rows(_split_stats(current, split), span=span, split=split)
+            rows += V.anomaly_rows(V.load_anomalies(artifact_utils.get_split_uri([anomalies], split)), span=span, split=split)
+
+        # Drift against the newest earlier span that passed a gate (its statistics are kept in
+        # the gate's result, since StatisticsGen does not record the span).
+        earlier = [v for v in input_dict.get("verdicts", []) if span_of(v) < span]
+        reference = max(earlier, key=lambda v: (span_of(v), v.id), default=None)
+        drift: dict[str, list[V.Comparison]] = {}
+        drift_rows: dict[str, list[dict]] = {}
+        if reference is not None:
+            for split in splits:
+                found, measured = V.compare(_split_stats(current, split), _split_stats(reference, split), schema,
+                                            kind="drift", span=span, split=split)
+                drift_rows[split], drift[split] = found, measured
+                rows += found
+
+        rejected, accepted = V.split_accepted(rows, accept)
+        if rejected:
+            raise V.DataValidationError(rejected, accepted)
+
+        result = output_dict["result"][0]
+        result.split_names = artifact_utils.encode_split_names(splits)
+        for split in splits:
+            out_dir = artifact_utils.get_split_uri([result], split)
+            fileio.makedirs(out_dir)
+            io_utils.write_bytes_file(os.path.join(out_dir, "SchemaDiff.pb"), _as_anomalies(drift_rows.get(split, [])).SerializeToString())
+            fileio.copy(os.path.join(artifact_utils.get_split_uri([current], split), "FeatureStats.pb"),
+                        os.path.join(out_dir, "FeatureStats.pb"))
+        result.set_int_custom_property("span", span)
+        result.set_int_custom_property("accepted_anomalies", len(accepted))
+        result.set_int_custom_property("reference_span", span_of(reference) if reference is not None else -1)
+        summary = {
+            "span": span,
+            "reference_span": span_of(reference) if reference is not None else None,
+            "accepted": accepted,
+            "accept": list(accept),
+            "drift": {s: [dataclasses.asdict(m) for m in ms] for s, ms in drift.items()},
+        }
+        io_utils.write_string_file(os.path.join(result.uri, GATE_FILE), json.dumps(summary, indent=2))
+        if accepted:
+            logger.warning("data gate: %d anomalies accepted by the operator:\n%s", len(accepted), V.format_rows(accepted))
+
+
+def _as_anomalies(rows: list[dict]):
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    out = anomalies_pb2.Anomalies()
+    for row in rows:
+        info = out.anomaly_info[row["feature"]]
+        info.severity = anomalies_pb2.AnomalyInfo.ERROR
+        info.description = row["description"]
+        info.reason.add(type=anomalies_pb2.AnomalyInfo.Type.Value(row["kind"]), description=row["description"])
+    return out
+
+
+def read_result(artifact_uri: str) -> dict:
+    with open(os.path.join(artifact_uri, GATE_FILE)) as f:
+        return json.load(f)
+
+
+class DataGateSpec(types.ComponentSpec):
+    PARAMETERS = {
+        # JSON list of FEATURE, FEATURE:KIND or * (see validation.parse_accept).
+        "accept": ExecutionParameter(type=str),
+    }
+    INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
+        "schema": ChannelParameter(type=standard_artifacts.Schema),
+        "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+        # Every earlier pass (this component's own results).
+        "verdicts": ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
+    }
+    OUTPUTS = {"result": ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
+
+
+class DataGate(base_component.BaseComponent):
+    """Raises on anomalies nobody accepted; wire Transform after it (add_upstream_node)."""
+
+    SPEC_CLASS = DataGateSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, examples, statistics, schema, anomalies, verdicts=None, accept: tuple[str, ...] = ()):
+        super().__init__(DataGateSpec(
+            examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
+            verdicts=verdicts, accept=json.dumps(sorted(accept)),
+            result=types.Channel(type=standard_artifacts.ExampleAnomalies),
+        ))

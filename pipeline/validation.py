@@ -1,0 +1,176 @@
+"""Data validation shared by the pipeline's gate, `runner.py validate` and `runner.py report`.
+
+Everything here works on TFDV protos (statistics, schema, anomalies) and plain rows, so it is
+the same code whether the statistics come from StatisticsGen, from a batch of serving data or
+from a log of served requests.
+
+An anomaly row is a dict: span, split, feature, kind (TFDV's reason type, e.g.
+ENUM_TYPE_UNEXPECTED_STRING_VALUES or COMPARATOR_L_INFTY_HIGH), description.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+import tensorflow_data_validation as tfdv
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+
+# Reasons that compare two datasets; everything else is the data against the schema.
+DRIFT_KINDS = ("COMPARATOR_L_INFTY_HIGH", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+               "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH")
+DATASET = "(dataset)"
+_SPEC = re.compile(r"^(\*|[A-Za-z0-9_.\-]+)(:[A-Z0-9_]+)?$")
+
+
+class DataValidationError(RuntimeError):
+    """The data has anomalies nobody accepted; `rows` lists them."""
+
+    def __init__(self, rows: Sequence[dict], accepted: Sequence[dict] = ()):
+        self.rows = list(rows)
+        self.accepted = list(accepted)
+        super().__init__(
+            f"data validation failed: {len(self.rows)} anomal{'y' if len(self.rows) == 1 else 'ies'}; "
+            "nothing was trained or pushed.\n" + format_rows(self.rows)
+            + "\nFix the data (or the schema, if the change is expected), or accept these anomalies "
+            "deliberately with --accept-anomalies FEATURE[:KIND]."
+        )
+
+
+def load_schema(path: str) -> schema_pb2.Schema:
+    with open(path) as f:
+        return text_format.Parse(f.read(), schema_pb2.Schema())
+
+
+def load_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """FeatureStats.pb as written by StatisticsGen (one split's folder or the file itself)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "FeatureStats.pb")
+    return tfdv.load_stats_binary(path)
+
+
+def load_anomalies(path: str) -> anomalies_pb2.Anomalies:
+    """SchemaDiff.pb as written by ExampleValidator (one split's folder or the file itself)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "SchemaDiff.pb")
+    anomalies = anomalies_pb2.Anomalies()
+    with open(path, "rb") as f:
+        anomalies.ParseFromString(f.read())
+    return anomalies
+
+
+def num_examples(stats: statistics_pb2.DatasetFeatureStatisticsList) -> int:
+    return sum(d.num_examples for d in stats.datasets)
+
+
+def anomaly_rows(anomalies: anomalies_pb2.Anomalies, **tags) -> list[dict]:
+    """One row per (feature, reason), sorted by feature."""
+    rows = []
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        for reason in info.reason or [None]:
+            kind = anomalies_pb2.AnomalyInfo.Type.Name(reason.type) if reason else "UNKNOWN"
+            rows.append({**tags, "feature": feature, "kind": kind,
+                         "description": (reason.description if reason else info.description) or info.description})
+    if anomalies.HasField("dataset_anomaly_info"):
+        for reason in anomalies.dataset_anomaly_info.reason:
+            rows.append({**tags, "feature": DATASET, "kind": anomalies_pb2.AnomalyInfo.Type.Name(reason.type),
+                         "description": reason.description})
+    return rows
+
+
+def empty_data_rows(stats: statistics_pb2.DatasetFeatureStatisticsList, **tags) -> list[dict]:
+    """TFDV reports nothing for an empty dataset; an empty span is an anomaly here."""
+    if num_examples(stats):
+        return []
+    return [{**tags, "feature": DATASET, "kind": "EMPTY_DATA", "description": "no rows"}]
+
+
+def validate(stats, schema, environment: str | None = None, **tags) -> list[dict]:
+    """The data against the schema (no comparisons)."""
+    return empty_data_rows(stats, **tags) + anomaly_rows(
+        tfdv.validate_statistics(stats, schema, environment=environment), **tags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """How far one feature's distribution moved between two datasets, and the schema's limit."""
+
+    feature: str
+    measure: str  # "L_infinity" or "Jensen-Shannon"
+    value: float
+    threshold: float
+
+    @property
+    def exceeded(self) -> bool:
+        return self.value > self.threshold
+
+
+def _measure_name(t: int) -> str:
+    return {
+        anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L_infinity",
+        anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "Jensen-Shannon",
+        anomalies_pb2.DriftSkewInfo.Measurement.NORMALIZED_ABSOLUTE_DIFFERENCE: "normalized abs. difference",
+    }.get(t, str(t))
+
+
+def compare(current, reference, schema, kind: str = "drift", environment: str | None = None,
+            **tags) -> tuple[list[dict], list[Comparison]]:
+    """Drift (`reference` = the previous span) or skew (`current` = serving data,
+    `reference` = training data), using the schema's drift_comparator / skew_comparator
+    thresholds. Returns (anomaly rows beyond a threshold, every measurement)."""
+    if kind == "drift":
+        anomalies = tfdv.validate_statistics(current, schema, environment=environment, previous_statistics=reference)
+    elif kind == "skew":
+        anomalies = tfdv.validate_statistics(reference, schema, environment=environment, serving_statistics=current)
+    else:
+        raise ValueError(f"kind: 'drift' or 'skew', got {kind!r}")
+    rows = [r for r in anomaly_rows(anomalies, **tags) if r["kind"] in DRIFT_KINDS]
+    measurements = []
+    for info in anomalies.drift_skew_info:
+        feature = ".".join(info.path.step)
+        values = info.drift_measurements if kind == "drift" else info.skew_measurements
+        for m in values:
+            measurements.append(Comparison(feature, _measure_name(m.type), round(m.value, 4), round(m.threshold, 4)))
+    return rows, sorted(measurements, key=lambda c: (not c.exceeded, c.feature))
+
+
+def parse_accept(specs: Iterable[str]) -> tuple[str, ...]:
+    """Validates --accept-anomalies values: FEATURE, FEATURE:KIND, or * (everything)."""
+    out = []
+    for spec in specs:
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if not _SPEC.match(part):
+                raise ValueError(f"--accept-anomalies: {part!r} is not FEATURE, FEATURE:KIND or *")
+            out.append(part)
+    return tuple(out)
+
+
+def is_accepted(row: dict, accept: Sequence[str]) -> bool:
+    for spec in accept:
+        feature, _, kind = spec.partition(":")
+        if feature in ("*", row["feature"]) and kind in ("", row["kind"]):
+            return True
+    return False
+
+
+def split_accepted(rows: Sequence[dict], accept: Sequence[str]) -> tuple[list[dict], list[dict]]:
+    """(rows nobody accepted, accepted rows)."""
+    rejected = [r for r in rows if not is_accepted(r, accept)]
+    return rejected, [r for r in rows if is_accepted(r, accept)]
+
+
+def format_rows(rows: Sequence[dict]) -> str:
+    """A plain table: span, split, feature, kind, description."""
+    if not rows:
+        return "no anomalies"
+    cols = [c for c in ("span", "split", "feature", "kind", "description") if any(c in r for r in rows)]
+    table = [cols] + [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths)) + "  " + line[-1] for line in table
+    )
