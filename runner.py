@@ -10,6 +10,11 @@ Examples:
   python runner.py lineage 1795322187                   # a pushed model version (or artifact id)
   python runner.py compare                              # serving model vs its predecessor
   python runner.py runs --metadata mysql://mlmd:PASSWORD@db.internal:3306/mlmd
+  python runner.py run --data spans/                    # span-<N>/ folders: continuous training
+  python runner.py run --accept-anomalies payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES
+  python runner.py validate --data new_batch.csv        # skew against the served model's data
+  python runner.py report --output report.html          # the latest run as one HTML page
+  python runner.py rollback [--to VERSION]              # serve an earlier pushed model again
   python runner.py serve                                # REST predictions from outputs/serving
   python runner.py predict --input data/taxi.csv --output /tmp/scored
   python runner.py vertex compile --config vertex.json  # -> build/pipeline.json, offline
@@ -38,6 +43,10 @@ DEFAULT_SCHEMA = os.path.join(HERE, "schemas", "schema.pbtxt")
 DEFAULT_OUTPUT = os.path.join(HERE, "outputs")
 
 logger = logging.getLogger("runner")
+
+
+# Exit status when the data gate (run) or the skew check (validate) finds problems.
+DATA_REJECTED = 3
 
 
 class UserError(Exception):
@@ -153,13 +162,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         train_steps=args.train_steps,
         hparams=_hparams(args.hparams),
         enable_cache=not args.no_cache,
+        accept_anomalies=tuple(args.accept_anomalies or ()),
         **({"metadata_uri": args.metadata} if args.metadata else {}),
+        **({"train_window_spans": args.window} if args.window else {}),
     )
     start = time.time()
     summary = local.run(cfg)
     summary["wall_seconds"] = round(time.time() - start, 1)
     print(local.format_summary(summary) if not args.json else json.dumps(summary, indent=2))
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline import monitoring
+
+    try:
+        report = monitoring.check_skew(_metadata(args), args.data, args.schema, args.model)
+    except monitoring.MonitoringError as e:
+        raise UserError(str(e)) from e
+    _emit(args, report, monitoring.format_report)
+    return 0 if report["ok"] else DATA_REJECTED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline import report
+
+    print(report.write(_metadata(args), args.run, args.schema, args.output, args.serving_data))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline import local, rollback
+
+    try:
+        with local.exclusive_store(args.metadata):
+            done = rollback.rollback(args.metadata, args.pipeline_name, args.model_dir, args.to)
+    except rollback.RollbackError as e:
+        raise UserError(str(e)) from e
+    return _emit(args, done, lambda d: (
+        f"rolled back: version {d['rolled_back_to']} is served again as version {d['new_version']} "
+        f"(was {d['served_before']}); recorded as execution {d['execution_id']}"))
 
 
 # Flags that override settings of the Vertex config file (flag -> VertexConfig field).
@@ -226,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hparams", help="JSON object or file overriding hyperparameters")
     run.add_argument("--metadata", help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or mysql://user:password@host:port/db (MySQL/MariaDB)")
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
+    run.add_argument("--accept-anomalies", nargs="+", metavar="FEATURE[:KIND]",
+                     help="let the data gate pass these anomalies for this run (recorded in ML Metadata); * accepts all")
+    run.add_argument("--window", type=int, help="training window in spans (default: 3)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
@@ -250,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = metadata_command("compare", cmd_compare, "two models' evaluations side by side, and what differed in their inputs")
     p.add_argument("model_a", nargs="?", help="pushed version or artifact id (default: the serving model)")
     p.add_argument("model_b", nargs="?", help="pushed version or artifact id (default: the one pushed before A)")
+
+    p = metadata_command("validate", cmd_validate, "skew: serving data or a request log against the served model's training data")
+    p.add_argument("--data", required=True, help="CSV file or folder, or JSON lines (instances, or request bodies from serve --request-log)")
+    p.add_argument("--schema", default=DEFAULT_SCHEMA, help="default: %(default)s")
+    p.add_argument("--model", help="pushed version or artifact id (default: the newest pushed model)")
+    p = metadata_command("report", cmd_report, "one static HTML report of a run: statistics, anomalies, drift, skew, evaluation")
+    p.add_argument("run", nargs="?", help="run id (default: the latest run)")
+    p.add_argument("--output", default="report.html", help="default: %(default)s")
+    p.add_argument("--schema", default=DEFAULT_SCHEMA, help="default: %(default)s")
+    p.add_argument("--serving-data", help="also report skew of this serving data (as for validate)")
+    p = metadata_command("rollback", cmd_rollback, "serve an earlier pushed model again (recorded in ML Metadata)")
+    p.add_argument("--to", type=int, help="pushed version to serve (default: the one before the served one)")
+    p.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)")
 
     serve_p = sub.add_parser("serve", help="REST predictions (TF Serving / Vertex AI format) from the pushed models")
     serve_p.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)")
@@ -303,17 +361,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         # absl (TFX, TF) logs at INFO by default; keep the console for results.
+        import warnings
+
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        warnings.simplefilter("ignore")  # dependency deprecation notices
+        for noisy in ("apache_beam", "tensorflow", "absl"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     from pipeline.configs import ConfigError
+    from pipeline.local import RunFailed, StoreBusy
     from pipeline.metadata import MetadataError
+    from pipeline.validation import DataValidationError
 
     try:
         return args.func(args)
     except (UserError, ConfigError, MetadataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DataValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return DATA_REJECTED
+    except (RunFailed, StoreBusy) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

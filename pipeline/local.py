@@ -2,16 +2,80 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from pipeline import configs, metadata
 from pipeline import pipeline as P
+from pipeline.validation import DataValidationError
 
 logger = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """A component failed; the message names it and the cause. Nothing after it ran."""
+
+
+class StoreBusy(RuntimeError):
+    """Another local run holds the metadata store."""
+
+
+@contextlib.contextmanager
+def exclusive_store(metadata_uri: str) -> Iterator[None]:
+    """One local run at a time per SQLite store: a second run started while one is going fails
+    at once, before it writes anything, instead of interleaving writes with the first. The
+    lock is a file beside the store and is released by the kernel if the process dies."""
+    config = metadata.connection_config(metadata_uri)
+    if not config.HasField("sqlite"):
+        yield  # a MySQL server serializes writes itself
+        return
+    path = config.sqlite.filename_uri + ".lock"
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise StoreBusy(
+                f"metadata store {config.sqlite.filename_uri} is in use by a running pipeline ({holder}); "
+                "wait for it to finish, or use another --output"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}, started {datetime.datetime.now().isoformat(timespec='seconds')}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.seek(0)
+            lock.truncate()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cancel_abandoned(cfg: configs.PipelineConfig) -> list[int]:
+    """Marks executions left RUNNING by a process that died (killed, out of memory) as
+    CANCELED. Call only while holding `exclusive_store`: then no execution can really be
+    running. Their partial outputs were never published, so a re-run recomputes them and
+    reuses everything that finished (the cache)."""
+    if not os.path.exists(cfg.metadata_uri or ""):
+        return []
+    store = metadata.open_store(cfg.metadata_uri, read_only=False)
+    stale = [e for e in store.get_executions() if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+    for e in stale:
+        e.last_known_state = metadata_store_pb2.Execution.CANCELED
+        e.custom_properties["canceled_reason"].string_value = "the run's process exited while this was running"
+    if stale:
+        store.put_executions(stale)
+        logger.warning("marked %d execution(s) abandoned by an earlier run as CANCELED", len(stale))
+    return [e.id for e in stale]
 
 
 def build_config(
@@ -40,9 +104,34 @@ def metadata_connection(cfg: configs.PipelineConfig):
 
 
 def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
-    """Runs the pipeline to completion and returns `summarize()` of the run."""
-    tfx.orchestration.LocalDagRunner().run(P.create_pipeline(cfg, metadata_connection(cfg)))
+    """Runs the pipeline to completion and returns `summarize()` of the run.
+
+    Raises:
+      DataValidationError: the data gate found anomalies nobody accepted (nothing trained).
+      RunFailed: a component failed.
+      StoreBusy: another local run is using the same SQLite store.
+    """
+    connection = metadata_connection(cfg)
+    pipeline = P.create_pipeline(cfg, connection)
+    with exclusive_store(cfg.metadata_uri):
+        cancel_abandoned(cfg)
+        try:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+        except DataValidationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any component failure, reported by name
+            failed = _failed_component(cfg)
+            cause = str(e).strip().splitlines()
+            raise RunFailed(f"component {failed or '?'} failed: {type(e).__name__}: {cause[-1] if cause else ''}") from e
     return summarize(cfg)
+
+
+def _failed_component(cfg: configs.PipelineConfig) -> str | None:
+    try:
+        latest = metadata.Metadata(metadata.open_store(cfg.metadata_uri), cfg.pipeline_name).latest_run()
+    except metadata.MetadataError:
+        return None
+    return next((name for name, c in latest.components.items() if c.state == "failed"), None)
 
 
 def summarize(cfg: configs.PipelineConfig) -> dict[str, Any]:

@@ -102,9 +102,10 @@ def redact(uri: str | None) -> str | None:
     return uri
 
 
-def open_store(uri: str) -> metadata_store.MetadataStore:
-    """Opens an existing store for reading. A missing SQLite file is an error, not a new store."""
-    config = connection_config(uri, read_only=True)
+def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore:
+    """Opens an existing store (for reading, by default). A missing SQLite file is an error,
+    not a new store."""
+    config = connection_config(uri, read_only=read_only)
     if config.HasField("sqlite") and not os.path.isfile(config.sqlite.filename_uri):
         raise MetadataError(f"no metadata store at {config.sqlite.filename_uri} (run the pipeline first)")
     if config.HasField("postgresql") or config.HasField("mysql"):
@@ -197,6 +198,8 @@ class RunInfo:
         states = {c.state for c in self.components.values()}
         if "failed" in states:
             return "failed"
+        if "canceled" in states:
+            return "interrupted"
         if states & {"new", "running"}:
             return "running"
         return "complete"

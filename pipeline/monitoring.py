@@ -1,0 +1,159 @@
+"""Training/serving skew: a batch of serving data (or a log of served requests) against the
+statistics of the data the served model was trained on, and the schema's SERVING environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import tempfile
+from typing import Any
+
+from pipeline import metadata as M
+from pipeline import validation as V
+
+
+class MonitoringError(ValueError):
+    """The input can't be checked; the message says why."""
+
+
+def _upstream_examples(md: M.Metadata, model: M.Artifact, max_depth: int = 6) -> list[M.Artifact]:
+    """The ExampleGen outputs a model was trained on (through Trainer/Transform or a rollback)."""
+    found, frontier, seen = [], [model], {model.id}
+    for _ in range(max_depth):
+        next_frontier = []
+        for artifact in frontier:
+            produced = md.producer(artifact)
+            if not produced:
+                continue
+            for key, inputs in produced[1].items():
+                if key == "base_model":
+                    continue  # the warm-start model's data is not this model's training data
+                for a in inputs:
+                    if a.id in seen:
+                        continue
+                    seen.add(a.id)
+                    (found if "input_fingerprint" in a.custom_properties else next_frontier).append(a)
+        frontier = next_frontier
+    return found
+
+
+def training_statistics(md: M.Metadata, model: M.Artifact) -> tuple[M.Artifact, int]:
+    """StatisticsGen's output for the newest span the model was trained on, and that span."""
+    examples = _upstream_examples(md, model)
+    if not examples:
+        raise MonitoringError(f"model {model.id}: no training data found in its lineage")
+    span = lambda a: M.prop(a, "span") or 0  # noqa: E731
+    newest = max(examples, key=lambda a: (span(a), a.id))
+    for execution, outputs in md.consumers(newest):
+        if md.component_of(execution.id) == "statistics_gen" and outputs.get("statistics"):
+            return outputs["statistics"][0], span(newest)
+    raise MonitoringError(f"examples {newest.id}: no statistics recorded for them")
+
+
+def _input_files(path: str) -> list[str]:
+    if os.path.isdir(path):
+        files = sorted(f for f in glob.glob(os.path.join(path, "*")) if f.endswith((".csv", ".jsonl", ".json")))
+    else:
+        files = sorted(glob.glob(path))
+    if not files:
+        raise MonitoringError(f"--data {path}: no .csv or .jsonl files")
+    kinds = {os.path.splitext(f)[1] in (".jsonl", ".json") for f in files}
+    if len(kinds) > 1:
+        raise MonitoringError(f"--data {path}: mixes CSV and JSON lines; check one kind at a time")
+    return files
+
+
+def _instances(files: list[str]):
+    """Instances from JSON lines: one instance object per line, or a request body
+    {"instances": [...]} per line (what `serve --request-log` writes)."""
+    for name in files:
+        with open(name) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise MonitoringError(f"{name}:{number}: not JSON ({e.msg})") from e
+                items = record.get("instances") if isinstance(record, dict) and "instances" in record else [record]
+                for item in items:
+                    if not isinstance(item, dict):
+                        raise MonitoringError(f"{name}:{number}: an instance must be an object of feature values")
+                    yield {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in item.items()}
+
+
+def serving_statistics(path: str):
+    """TFDV statistics of CSV files (TFDV infers types as CsvExampleGen does) or JSON lines
+    (written to a temporary CSV first, so both go through the same decoder)."""
+    import tensorflow_data_validation as tfdv
+
+    files = _input_files(path)
+    if files[0].endswith(".csv"):
+        for f in files:
+            if os.path.getsize(f) == 0:
+                raise MonitoringError(f"{f}: empty file")
+        pattern = files[0] if len(files) == 1 else os.path.join(os.path.dirname(files[0]), "*.csv")
+        return tfdv.generate_statistics_from_csv(pattern)
+    rows = list(_instances(files))
+    if not rows:
+        raise MonitoringError(f"--data {path}: no instances")
+    columns = sorted({k for r in rows for k in r})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "instances.csv")
+        with open(out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+        return tfdv.generate_statistics_from_csv(out)
+
+
+def check_skew(md: M.Metadata, data_path: str, schema_path: str, model_ref: str | None = None) -> dict[str, Any]:
+    """Serving data against the served model's training data: schema anomalies in the
+    SERVING environment and skew per feature (the schema's skew_comparator thresholds)."""
+    pushed = md.pushed_models()
+    if not pushed and model_ref is None:
+        raise MonitoringError("no pushed model in the metadata store: run the pipeline first")
+    model = md.model_of(md.resolve(model_ref) if model_ref else pushed[0])
+    stats_artifact, span = training_statistics(md, model)
+    training = V.load_statistics(os.path.join(stats_artifact.uri, "Split-train"))
+    serving = serving_statistics(data_path)
+    schema = V.load_schema(schema_path)
+    rows = V.validate(serving, schema, environment="SERVING")
+    skew_rows, measured = V.compare(serving, training, schema, kind="skew", environment="SERVING")
+    rows += skew_rows
+    features = {}
+    for c in measured:
+        features.setdefault(c.feature, {})["skew"] = {"measure": c.measure, "value": c.value,
+                                                       "threshold": c.threshold, "exceeded": c.exceeded}
+    for r in rows:
+        features.setdefault(r["feature"], {}).setdefault("anomalies", []).append({"kind": r["kind"], "description": r["description"]})
+    return {
+        "data": data_path,
+        "rows": V.num_examples(serving),
+        "model_id": model.id,
+        "training_statistics": stats_artifact.uri,
+        "training_span": span,
+        "ok": not rows,
+        "anomalies": rows,
+        "features": features,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['data']}: {report['rows']} rows against the training data of model {report['model_id']} "
+        f"(span {report['training_span']})",
+        "",
+        f"{'feature':<24} {'skew':<28} anomalies",
+    ]
+    for name, info in sorted(report["features"].items()):
+        skew = info.get("skew")
+        skew_text = f"{skew['measure']} {skew['value']:.4f} / {skew['threshold']}" + (" HIGH" if skew["exceeded"] else "") if skew else "-"
+        anomalies = "; ".join(f"{a['kind']}: {a['description']}" for a in info.get("anomalies", [])) or "-"
+        lines.append(f"{name:<24} {skew_text:<28} {anomalies}")
+    lines += ["", "ok: no anomalies, no skew beyond the schema's thresholds" if report["ok"]
+              else f"NOT OK: {len(report['anomalies'])} problem(s)"]
+    return "\n".join(lines)
