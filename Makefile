@@ -15,7 +15,7 @@ run: setup  ## run the pipeline locally on the bundled taxi data -> outputs/
 
 test: setup  ## lint, then the whole test suite: unit and end-to-end (what CI runs)
 	$(PY) -m ruff check .
-	@bash scripts/ensure-mariadb.sh
+	@bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest
 
 test-unit: setup  ## unit tests only (no pipeline runs)

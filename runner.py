@@ -127,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
         pinned_version=args.version, batching=not args.no_batching, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_instances=args.max_instances, poll_seconds=args.poll_seconds,
+        request_log=args.request_log,
     )
     print(f"serving {args.model_dir} at http://{args.host}:{args.port}/v1/models/{args.model_name}:predict", flush=True)
     serve(cfg)
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--batch-timeout-ms", type=float, default=2.0, help="longest wait to fill a batch")
     serve_p.add_argument("--max-instances", type=int, default=1000, help="instances per request")
     serve_p.add_argument("--poll-seconds", type=float, default=5.0, help="how often to look for new versions")
+    serve_p.add_argument("--request-log", help="append each request's instances to this JSON-lines file (input for validate)")
     serve_p.set_defaults(func=cmd_serve)
 
     pred = sub.add_parser("predict", help="batch predictions with Beam RunInference (CSV or TFRecord in, CSV out)")

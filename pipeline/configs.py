@@ -220,16 +220,14 @@ def local_config(
     """
     _require(os.path.isdir(data_root), "data_root", f"no such directory: {data_root}")
     spans = find_spans(data_root)
+    folder = os.path.join(data_root, f"span-{spans[-1]}") if spans else data_root
+    csv_files = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".csv")]
+    _require(bool(csv_files), "data_root", f"no .csv file in {folder}" + ("" if spans else " (nor span-<N>/ folders)"))
+    for path in csv_files:
+        # CsvExampleGen's own error for this is about missing column names.
+        _require(os.path.getsize(path) > 0, "data_root", f"{path} is empty (0 bytes): not even a header row")
     if spans:
-        newest = os.path.join(data_root, f"span-{spans[-1]}")
-        _require(any(n.endswith(".csv") for n in os.listdir(newest)), "data_root", f"no .csv file in {newest}")
         overrides.setdefault("span_pattern", SPAN_PATTERN)
-    else:
-        _require(
-            any(name.endswith(".csv") for name in os.listdir(data_root)),
-            "data_root",
-            f"no .csv file (or span-<N>/ folder of them) in {data_root}",
-        )
     _require(os.path.isfile(schema_path), "schema_path", f"no such file: {schema_path}")
     output_dir = os.path.abspath(output_dir)
     values: dict[str, Any] = dict(

@@ -83,8 +83,10 @@ def statistics_rows(stats) -> list[list[Any]]:
             summary = f"{s.unique} unique; top: " + ", ".join(f"{_e(t.value)} ({int(t.frequency)})" for t in top[:4])
         else:
             continue
-        missing = common.num_missing / total if total else 0.0
-        rows.append([_e(name), _e(type(f).Type.Name(f.type)), _fmt(common.num_non_missing), f"{missing:.1%}", summary, chart])
+        # A CSV's empty cell is a feature present with no value: count values, not presence.
+        with_value = min(common.tot_num_values, total)
+        missing = 1 - with_value / total if total else 0.0
+        rows.append([_e(name), _e(type(f).Type.Name(f.type)), _fmt(with_value), f"{missing:.1%}", summary, chart])
     return rows
 
 
@@ -160,7 +162,7 @@ def build(md: M.Metadata, run_id: str | None, schema_path: str, serving_data: st
             if os.path.isdir(path):
                 s = V.load_statistics(path)
                 parts.append(f"<h3>{split}: {V.num_examples(s):,} rows</h3>")
-                parts.append(_table(["feature", "type", "present", "missing", "summary", "distribution"], statistics_rows(s), numeric={2, 3}))
+                parts.append(_table(["feature", "type", "with a value", "missing", "summary", "distribution"], statistics_rows(s), numeric={2, 3}))
 
     parts.append('<h2 id="anomalies">Anomalies</h2>')
     anomalies = run.output(P.EXAMPLE_VALIDATOR, "anomalies")

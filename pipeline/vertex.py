@@ -187,6 +187,9 @@ class VertexConfig:
             enable_cache=self.enable_cache,
             vertex_training=training,
             vertex_endpoint=endpoint,
+            # Rolling windows and warm start resolve inputs across runs with resolver strategies
+            # the Vertex compiler does not support; the data gate still runs.
+            continuous_training=False,
         )
 
 

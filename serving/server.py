@@ -43,6 +43,9 @@ class ServerConfig:
     batch_timeout_ms: float = 2.0
     max_instances: int = 1000
     poll_seconds: float = 5.0
+    # Append each valid request's instances here as a JSON line ({"instances": [...]}), the
+    # input `runner.py validate --data` checks for training/serving skew.
+    request_log: str | None = None
 
 
 class Batcher:
@@ -107,6 +110,7 @@ def create_app(cfg: ServerConfig, store: ModelStore | None = None) -> web.Applic
     executor = ThreadPoolExecutor(max_workers=1 if cfg.batching else 2, thread_name_prefix="model")
     app = web.Application(middlewares=[_access_log_middleware], client_max_size=32 * 1024 * 1024)
     app["cfg"], app["store"], app["executor"] = cfg, store, executor
+    request_log = open(cfg.request_log, "a") if cfg.request_log else None
 
     async def predict_direct(instances: list[dict]) -> tuple[list[float], int]:
         model: LoadedModel = store.current
@@ -129,6 +133,9 @@ def create_app(cfg: ServerConfig, store: ModelStore | None = None) -> web.Applic
         except RequestError as e:
             return _error(400, str(e))
         request["instances"] = len(instances)
+        if request_log is not None:
+            request_log.write(json.dumps({"instances": payload["instances"]}) + "\n")
+            request_log.flush()
         run = app["batcher"].predict if cfg.batching else predict_direct
         predictions, version = await run(instances)
         request["model_version"] = version
@@ -179,6 +186,8 @@ def create_app(cfg: ServerConfig, store: ModelStore | None = None) -> web.Applic
         if app["batcher"].task:
             app["batcher"].task.cancel()
         executor.shutdown(wait=False)
+        if request_log is not None:
+            request_log.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

@@ -111,18 +111,29 @@ def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
 
 
 
-# The pipeline's components and their upstream components (local and Vertex alike).
+# The pipeline's components and their upstream components, without continuous training (as
+# compiled for Vertex): the data gate sits between validation and Transform.
 EXPECTED_EDGES = {
     P.EXAMPLE_GEN: set(),
     P.STATISTICS_GEN: {P.EXAMPLE_GEN},
     P.SCHEMA_GEN: {P.STATISTICS_GEN},
     P.SCHEMA_IMPORTER: set(),
     P.EXAMPLE_VALIDATOR: {P.STATISTICS_GEN, P.SCHEMA_IMPORTER},
-    P.TRANSFORM: {P.EXAMPLE_GEN, P.SCHEMA_IMPORTER},
+    P.DATA_GATE: {P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR},
+    P.TRANSFORM: {P.EXAMPLE_GEN, P.SCHEMA_IMPORTER, P.DATA_GATE},
     P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER},
     P.BASELINE_RESOLVER: set(),
     P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER, P.BASELINE_RESOLVER},
     P.PUSHER: {P.TRAINER, P.EVALUATOR},
+}
+
+# Local runs (continuous training): Transform takes the span window, the Trainer a warm-start model.
+EXPECTED_EDGES_CONTINUOUS = {
+    **EXPECTED_EDGES,
+    P.SPAN_WINDOW_RESOLVER: {P.DATA_GATE},
+    P.WARM_START_RESOLVER: {P.EXAMPLE_GEN},
+    P.TRANSFORM: {P.SPAN_WINDOW_RESOLVER, P.SCHEMA_IMPORTER, P.DATA_GATE},
+    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER},
 }
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import runner
-from helpers import EXPECTED_EDGES, ROOT, SCHEMA_PATH
+from helpers import EXPECTED_EDGES, EXPECTED_EDGES_CONTINUOUS, ROOT, SCHEMA_PATH
 from modules.hparams import HParams
 from pipeline import configs
 from pipeline import pipeline as P
@@ -92,8 +92,8 @@ def pipeline_edges(pipeline) -> dict[str, set[str]]:
 
 
 def test_pipeline_wiring(tmp_path):
-    pipeline = P.create_pipeline(cfg(tmp_path))
-    assert pipeline_edges(pipeline) == EXPECTED_EDGES
+    assert pipeline_edges(P.create_pipeline(cfg(tmp_path))) == EXPECTED_EDGES_CONTINUOUS
+    assert pipeline_edges(P.create_pipeline(cfg(tmp_path, continuous_training=False))) == EXPECTED_EDGES
 
 
 def test_hparams_and_code_reach_the_trainer_config(tmp_path):

@@ -76,7 +76,7 @@ def mariadb():
     """
     server = "/usr/sbin/mariadbd"
     if not os.path.exists(server):
-        pytest.fail("MariaDB is not installed: run scripts/ensure-mariadb.sh (make test does)")
+        pytest.fail("MariaDB is not installed: run scripts/ensure-test-tools.sh (make test does)")
     # Not under pytest's tmp root: that is private to the user running the tests, and as root
     # the server runs as the package's mysql user.
     root = pathlib.Path(tempfile.mkdtemp(prefix="mlmd-mariadb-"))
