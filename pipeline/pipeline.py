@@ -29,6 +29,7 @@ SCHEMA_IMPORTER = "schema_importer"
 EXAMPLE_VALIDATOR = "example_validator"
 DATA_GATE = "data_gate"
 SPAN_WINDOW_RESOLVER = "span_window_resolver"
+DRIFT_REFERENCE_RESOLVER = "drift_reference_resolver"
 WARM_START_RESOLVER = "warm_start_model_resolver"
 TRANSFORM = "transform"
 TRAINER = "trainer"
@@ -97,10 +98,12 @@ def create_pipeline(
     # The gate stops the run here when the data has anomalies nobody accepted (drift against
     # the previous span included); Transform and everything after it run only if it passes.
     history = {}
+    nodes = []
     if cfg.continuous_training:
-        history["verdicts"] = tfx.dsl.Channel(
-            type=standard_artifacts.ExampleAnomalies, producer_component_id=DATA_GATE, output_key="result"
-        )
+        reference = resolvers.earlier_pass_resolver(EXAMPLE_GEN, DATA_GATE).with_id(DRIFT_REFERENCE_RESOLVER)
+        reference.add_upstream_node(example_gen)  # it must see this run's span
+        history["verdicts"] = reference.outputs["verdicts"]
+        nodes.append(reference)
     gate = data_gate.DataGate(
         examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
@@ -113,7 +116,6 @@ def create_pipeline(
     # Training data: this run's span, or with continuous training the newest spans that passed
     # the gate (a rolling window, resolved from ML Metadata after this run's gate).
     training_examples = example_gen.outputs["examples"]
-    nodes = []
     if cfg.continuous_training:
         window = resolvers.span_window_resolver(EXAMPLE_GEN, DATA_GATE, cfg.train_window_spans).with_id(SPAN_WINDOW_RESOLVER)
         window.add_upstream_node(gate)
@@ -152,11 +154,17 @@ def create_pipeline(
         custom_config=trainer_config,
     ).with_id(TRAINER)
 
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id(BASELINE_RESOLVER)
+    if cfg.continuous_training:
+        # The latest blessed model other than the candidate (so a cached candidate is not
+        # compared with itself); the Vertex compiler knows only TFX's own strategy.
+        baseline_resolver = resolvers.baseline_resolver(trainer.outputs["model"])
+    else:
+        baseline_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
+        )
+    baseline_resolver = baseline_resolver.with_id(BASELINE_RESOLVER)
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],

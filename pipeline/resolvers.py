@@ -107,3 +107,54 @@ def warm_start_resolver(example_gen_id: str) -> Any:
         examples=types.Channel(type=standard_artifacts.Examples, producer_component_id=example_gen_id, output_key="examples"),
     )
 
+
+class EarlierPassStrategy(resolver.ResolverStrategy):
+    """The gate's reference for drift: the newest pass (a gate result) of a span older than the
+    newest ingested span. Stable for an unchanged re-run, so the gate's cache still applies."""
+
+    def resolve_artifacts(self, store: mlmd.MetadataStore,
+                          input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]] | None:
+        examples = input_dict.get("examples") or []
+        newest = max((span_of(e) for e in examples), default=0)
+        earlier = [v for v in input_dict.get("verdicts", []) if span_of(v) < newest]
+        best = max(earlier, key=lambda v: (span_of(v), v.id), default=None)
+        return {"verdicts": [best] if best is not None else [], "examples": []}
+
+
+def earlier_pass_resolver(example_gen_id: str, gate_id: str) -> Any:
+    from tfx import v1 as tfx
+
+    return tfx.dsl.Resolver(
+        strategy_class=EarlierPassStrategy,
+        examples=types.Channel(type=standard_artifacts.Examples, producer_component_id=example_gen_id, output_key="examples"),
+        verdicts=types.Channel(type=standard_artifacts.ExampleAnomalies, producer_component_id=gate_id, output_key="result"),
+    )
+
+
+class BaselineModelStrategy(resolver.ResolverStrategy):
+    """The Evaluator's baseline: the newest blessed model other than the candidate itself. (TFX's
+    LatestBlessedModelStrategy returns the candidate when an unchanged re-run reuses a blessed
+    model from the cache, which changes the Evaluator's inputs and re-runs it for nothing.)"""
+
+    def resolve_artifacts(self, store: mlmd.MetadataStore,
+                          input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]] | None:
+        candidates = {a.id for a in input_dict.get("candidate", [])}
+        blessed = {
+            b.get_int_custom_property("current_model_id"): b
+            for b in input_dict.get("model_blessing", []) if b.get_int_custom_property("blessed") == 1
+        }
+        for model in sorted(input_dict.get("model", []), key=lambda a: a.id, reverse=True):
+            if model.id in blessed and model.id not in candidates:
+                return {"model": [model], "model_blessing": [blessed[model.id]], "candidate": []}
+        return {key: [] for key in input_dict}
+
+
+def baseline_resolver(candidate) -> Any:
+    from tfx import v1 as tfx
+
+    return tfx.dsl.Resolver(
+        strategy_class=BaselineModelStrategy,
+        candidate=candidate,
+        model=types.Channel(type=standard_artifacts.Model),
+        model_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+    )

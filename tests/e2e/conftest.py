@@ -115,3 +115,71 @@ def mariadb_history(mariadb, tmp_path_factory):
     first = local.run(cfg)
     second = local.run(retrain_config(cfg))
     return cfg, [first, second]
+
+
+# --- Spans, continuous training and fault cases ---------------------------------------------
+
+SPAN_ROWS = 3000
+# New spans may be a little worse than the served model and still be pushed: these tests are
+# about windows, warm start and faults, not about the (noisy) comparison on 1,000 eval rows.
+CT_THRESHOLDS = configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8, max_auc_regression=0.05, max_accuracy_regression=0.05)
+
+
+def raw_frame():
+    """The bundled CSV as text, exactly as written (no type guessing, empty cells stay empty)."""
+    import pandas as pd
+
+    return pd.read_csv(DATA_CSV, dtype=str, keep_default_na=False)
+
+
+def span_rows(span: int):
+    """Span N of the test spans: rows (N-1)*3000 .. N*3000 of the bundled data."""
+    return raw_frame().iloc[(span - 1) * SPAN_ROWS: span * SPAN_ROWS]
+
+
+def write_span(data_root, span: int, frame=None, text: str | None = None) -> str:
+    folder = pathlib.Path(data_root) / f"span-{span}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "taxi.csv"
+    if text is not None:
+        path.write_text(text)
+    else:
+        (span_rows(span) if frame is None else frame).to_csv(path, index=False)
+    return str(data_root)
+
+
+def ct_config(out_dir, data_root, **overrides) -> configs.PipelineConfig:
+    values = dict(train_steps=SAMPLE_STEPS, eval_steps=5, thresholds=CT_THRESHOLDS)
+    values.update(overrides)
+    return configs.local_config(str(out_dir), str(data_root), str(SCHEMA_PATH), **values)
+
+
+def clone(cfg: configs.PipelineConfig, dest, data_root, **overrides) -> configs.PipelineConfig:
+    """A copy of a finished pipeline's metadata store and served models under `dest`, for a run
+    on other data. Artifacts of the original stay where they are (read, never written)."""
+    out = pathlib.Path(dest) / "out"
+    out.mkdir(parents=True)
+    shutil.copy(cfg.metadata_uri, out / "metadata.sqlite")
+    shutil.copytree(cfg.serving_model_dir, out / "serving")
+    values = dict(train_steps=cfg.train_steps, eval_steps=cfg.eval_steps, thresholds=cfg.thresholds)
+    values.update(overrides)
+    return configs.local_config(str(out), str(data_root), str(SCHEMA_PATH), **values)
+
+
+@pytest.fixture(scope="session")
+def ct_base(tmp_path_factory):
+    """Span 1 ingested, trained, blessed and pushed: (config, summary)."""
+    root = tmp_path_factory.mktemp("ct_base")
+    cfg = ct_config(root / "out", write_span(root / "data", 1))
+    return cfg, local.run(cfg)
+
+
+@pytest.fixture(scope="session")
+def ct_history(ct_base, tmp_path_factory):
+    """Then span 2 arrives: (config, [span 1 summary, span 2 summary])."""
+    base_cfg, first = ct_base
+    root = tmp_path_factory.mktemp("ct_history")
+    data = write_span(root / "data", 1)
+    write_span(data, 2)
+    cfg = clone(base_cfg, root, data)
+    return cfg, [first, local.run(cfg)]

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark: this project against TFX's own Chicago taxi example, side by side.
+
+  .venv/bin/python bench/pipeline_bench.py                 # peer + ours at 1x, reruns, scale series
+  .venv/bin/python bench/pipeline_bench.py --sizes 1 10    # a shorter scale series
+  .venv/bin/python bench/pipeline_bench.py --smoke         # smallest run, no peer (the test suite's)
+
+Each pipeline runs in its own fresh process, pipeline root and SQLite metadata store, with
+LocalDagRunner. Recorded per run: wall time of the process (interpreter start-up included)
+and of the pipeline alone, time per component (from the executions' records in ML Metadata),
+peak memory (sum of the resident set of the process tree, sampled every 0.1 s), and the pushed
+model's accuracy and AUC on the same rows: the rows that are in *both* pipelines' eval splits,
+so neither model trained on them.
+
+The peer is `tfx/examples/chicago_taxi_pipeline/taxi_pipeline_native_keras.py` from the
+installed tfx package, unmodified: its `_create_pipeline` with its own Beam arguments
+(DirectRunner multi_processing), its module file, run by LocalDagRunner with
+TF_USE_LEGACY_KERAS=1.
+
+Reruns (ours): the same pipeline unchanged (every component should be a cache hit), and with
+only the learning rate changed (only the Trainer and what follows should run).
+
+Scale series (ours): the real rows repeated k times; copy i has trip_start_timestamp shifted
+by i * 10^8 s, so copies are distinct rows and hash to their own splits. Run with the Beam
+DirectRunner in_memory (the project's default) and multi_processing.
+
+Results go to bench/RESULTS.md (tables, date, machine, command) and bench/RESULTS.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DATA = os.path.join(ROOT, "data", "taxi.csv")
+SCHEMA = os.path.join(ROOT, "schemas", "schema.pbtxt")
+TIMESTAMP_SHIFT = 10**8
+MODES = {
+    "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
+    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0"),
+}
+
+
+# --- In the child process: one pipeline run ----------------------------------------------------
+
+def component_times(metadata_uri: str, pipeline_name: str) -> dict[str, dict]:
+    """Seconds per component of the latest run, from ML Metadata's execution records."""
+    from pipeline import metadata
+
+    md = metadata.Metadata(metadata.open_store(metadata_uri), pipeline_name)
+    run = md.latest_run()
+    out = {}
+    for name, c in run.components.items():
+        e = md.execution(c.execution_id)
+        out[name] = {"seconds": round((e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000, 2), "state": c.state}
+    return out
+
+
+def child_ours(args) -> dict:
+    from modules.hparams import HParams
+    from pipeline import local
+
+    overrides = {"beam_pipeline_args": MODES[args.mode]}
+    if args.train_steps:
+        overrides["train_steps"] = args.train_steps
+    if args.learning_rate:
+        overrides["hparams"] = HParams(learning_rate=args.learning_rate)
+    cfg = local.build_config(args.root, args.data, SCHEMA, **overrides)
+    start = time.time()
+    summary = local.run(cfg)
+    return {"pipeline_seconds": round(time.time() - start, 1), "components": component_times(cfg.metadata_uri, cfg.pipeline_name),
+            "pushed": summary["pushed_model"], "examples": _examples_uri(cfg.metadata_uri, cfg.pipeline_name)}
+
+
+def child_peer(args) -> dict:
+    from tfx.examples.chicago_taxi_pipeline import taxi_pipeline_native_keras as peer
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    pipeline = peer._create_pipeline(  # noqa: SLF001 - the example's own factory, unmodified
+        pipeline_name="chicago_taxi_native_keras",
+        pipeline_root=os.path.join(args.root, "tfx"),
+        data_root=args.data,
+        module_file=os.path.join(os.path.dirname(peer.__file__), "taxi_utils_native_keras.py"),
+        serving_model_dir=os.path.join(args.root, "serving"),
+        metadata_path=os.path.join(args.root, "metadata.sqlite"),
+        beam_pipeline_args=peer._beam_pipeline_args,  # noqa: SLF001
+    )
+    start = time.time()
+    LocalDagRunner().run(pipeline)
+    uri = os.path.join(args.root, "metadata.sqlite")
+    versions = sorted(glob.glob(os.path.join(args.root, "serving", "*")))
+    return {"pipeline_seconds": round(time.time() - start, 1), "components": component_times(uri, "chicago_taxi_native_keras"),
+            "pushed": versions[-1] if versions else None, "examples": _examples_uri(uri, "chicago_taxi_native_keras")}
+
+
+def _examples_uri(metadata_uri: str, pipeline_name: str) -> str:
+    from pipeline import metadata
+
+    run = metadata.Metadata(metadata.open_store(metadata_uri), pipeline_name).latest_run()
+    return run.output("CsvExampleGen" if pipeline_name.startswith("chicago") else "example_gen", "examples").uri
+
+
+# --- In the parent: processes, memory, quality -------------------------------------------------
+
+def run_child(kind: str, root: str, data: str, mode: str = "in_memory", **extra) -> dict:
+    """Runs one pipeline in a fresh process; returns its report plus wall time and peak memory."""
+    import psutil
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--root", root, "--data", data, "--mode", mode]
+    for key, value in extra.items():
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    os.makedirs(root, exist_ok=True)
+    log = open(os.path.join(root, "bench.log"), "w")
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    peak = [0]
+
+    def sample() -> None:
+        parent = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+                peak[0] = max(peak[0], rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    wall = time.time() - start
+    sampler.join()
+    log.close()
+    if proc.returncode:
+        tail = open(os.path.join(root, "bench.log")).read()[-3000:]
+        raise RuntimeError(f"{kind} run failed (exit {proc.returncode}); log {root}/bench.log:\n{tail}")
+    report = json.loads(out.strip().splitlines()[-1])
+    report.update(wall_seconds=round(wall, 1), peak_rss_mb=round(peak[0] / 2**20))
+    return report
+
+
+def _eval_rows(examples_uri: str) -> dict[bytes, bytes]:
+    """The eval split's rows keyed by their feature values (order-independent)."""
+    import tensorflow as tf
+
+    rows = {}
+    for record in tf.data.TFRecordDataset(glob.glob(os.path.join(examples_uri, "Split-eval", "*.gz")), compression_type="GZIP"):
+        example = tf.train.Example.FromString(record.numpy())
+        key = repr(sorted((k, str(v).strip()) for k, v in example.features.feature.items())).encode()
+        rows[key] = record.numpy()
+    return rows
+
+
+def quality(runs: dict[str, dict]) -> dict[str, dict]:
+    """Accuracy and AUC of each pushed model on the rows in every pipeline's eval split."""
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+
+    splits = [_eval_rows(r["examples"]) for r in runs.values()]
+    common = sorted(set.intersection(*(set(s) for s in splits)))
+    serialized = [splits[0][k] for k in common]
+    labels = []
+    for record in serialized:
+        f = tf.train.Example.FromString(record).features.feature
+        fare = f["fare"].float_list.value[0] if f["fare"].float_list.value else 0.0
+        tips = f["tips"].float_list.value[0] if f["tips"].float_list.value else 0.0
+        labels.append(int(fare > 0 and tips > 0.2 * fare))
+    labels = np.array(labels)
+    out = {}
+    for name, run in runs.items():
+        model = tf.saved_model.load(run["pushed"])
+        fn = model.signatures["serving_default"]
+        scores = []
+        for start in range(0, len(serialized), 1000):
+            result = fn(examples=tf.constant(serialized[start:start + 1000]))
+            scores.append(next(iter(result.values())).numpy().reshape(-1))
+        scores = np.concatenate(scores)
+        out[name] = {"rows": len(common), "accuracy": round(float(((scores > 0.5) == labels).mean()), 4),
+                     "auc": round(float(roc_auc_score(labels, scores)), 4)}
+    return out
+
+
+def scaled_data(work: str, factor: int) -> str:
+    """`factor` copies of the real rows, each copy's timestamps shifted (see module doc)."""
+    folder = os.path.join(work, f"data-{factor}x")
+    if factor == 1:
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(DATA, os.path.join(folder, "taxi.csv"))
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    with open(DATA) as f:
+        header, *lines = f.read().splitlines()
+    column = header.split(",").index("trip_start_timestamp")
+    with open(os.path.join(folder, "taxi.csv"), "w") as out:
+        out.write(header + "\n")
+        for copy in range(factor):
+            for line in lines:
+                cells = line.split(",")  # the file has no quoted commas
+                cells[column] = str(int(cells[column]) + copy * TIMESTAMP_SHIFT)
+                out.write(",".join(cells) + "\n")
+    return folder
+
+
+# --- The report --------------------------------------------------------------------------------
+
+def _components_table(columns: dict[str, dict]) -> list[str]:
+    names = []
+    for report in columns.values():
+        names += [n for n in report["components"] if n not in names]
+    lines = ["| component | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for n in names:
+        cells = []
+        for report in columns.values():
+            c = report["components"].get(n)
+            cells.append(f"{c['seconds']:.1f}" + ("" if c["state"] == "ran" else f" ({c['state']})") if c else "")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_results(results: dict, path: str, command: str) -> None:
+    lines = [
+        "# Pipeline benchmark",
+        "",
+        f"Run {results['date']} on {results['machine']}, with `{command}`.",
+        "Each pipeline in a fresh process, pipeline root and SQLite store (LocalDagRunner).",
+        "",
+    ]
+    side = results.get("side_by_side")
+    if side:
+        ours, peer = side["ours"], side["peer"]
+        q = side["quality"]
+        lines += [
+            "## This project vs TFX's taxi example (15,002 rows)",
+            "",
+            f"**Ours / peer wall time: {ours['wall_seconds'] / peer['wall_seconds']:.2f}x** "
+            f"({ours['wall_seconds']} s vs {peer['wall_seconds']} s).",
+            "",
+            "| | ours | peer |",
+            "|---|---:|---:|",
+            f"| wall time, process (s) | {ours['wall_seconds']} | {peer['wall_seconds']} |",
+            f"| wall time, pipeline only (s) | {ours['pipeline_seconds']} | {peer['pipeline_seconds']} |",
+            f"| peak memory, process tree (MB) | {ours['peak_rss_mb']} | {peer['peak_rss_mb']} |",
+            f"| accuracy, common eval rows | {q['ours']['accuracy']} | {q['peer']['accuracy']} |",
+            f"| AUC, common eval rows | {q['ours']['auc']} | {q['peer']['auc']} |",
+            "",
+            f"Quality is measured on the {q['ours']['rows']:,} rows that are in both pipelines' eval splits.",
+            "",
+            "Time per component (s):",
+            "",
+            *_components_table({"ours": ours, "peer": peer}),
+            "",
+        ]
+    reruns = results.get("reruns")
+    if reruns:
+        full = reruns["full"]
+        lines += [
+            "## Re-runs (ours)",
+            "",
+            "| run | wall, process (s) | pipeline only (s) | share of the full run (pipeline) |",
+            "|---|---:|---:|---:|",
+        ]
+        for name in ("full", "unchanged", "hparams changed"):
+            r = reruns[name]
+            lines.append(f"| {name} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['pipeline_seconds'] / full['pipeline_seconds']:.0%} |")
+        lines += ["", "Time per component (s; cached components say so):", "", *_components_table(reruns), ""]
+    scale = results.get("scale")
+    if scale:
+        lines += [
+            "## Scale series (ours)",
+            "",
+            "The real rows repeated k times (copy i's timestamps shifted by i x 10^8 s).",
+            "",
+            "| size | rows | Beam mode | wall, process (s) | pipeline (s) | peak memory (MB) |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for r in scale.values():
+            lines.append(f"| {r['factor']}x | {r['rows']:,} | {r['mode']} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['peak_rss_mb']} |")
+        lines += ["", "Time per component (s):", "", *_components_table(scale), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="scale factors (default: 1 10 100)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="Beam modes in the scale series")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="1x only, no peer, no scale series, short training")
+    parser.add_argument("--train-steps", type=int, help="ours: training steps (default: the config's)")
+    parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed)")
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    # Child-process mode.
+    parser.add_argument("--child", choices=["ours", "peer"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="in_memory", help=argparse.SUPPRESS)
+    parser.add_argument("--learning-rate", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        import logging
+
+        logging.disable(logging.WARNING)
+        report = child_ours(args) if args.child == "ours" else child_peer(args)
+        print(json.dumps(report))
+        return
+
+    work = args.workdir or tempfile.mkdtemp(prefix="pipeline-bench-")
+    results: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"}
+    steps = 100 if args.smoke and not args.train_steps else args.train_steps
+    data = scaled_data(work, 1)
+    try:
+        print("ours, full run on 15,002 rows ...", flush=True)
+        ours = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps)
+        print("ours, unchanged re-run ...", flush=True)
+        unchanged = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps)
+        print("ours, re-run with another learning rate ...", flush=True)
+        changed = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps, learning_rate=0.003)
+        results["reruns"] = {"full": ours, "unchanged": unchanged, "hparams changed": changed}
+        if not (args.skip_peer or args.smoke):
+            print("peer (TFX taxi_pipeline_native_keras), full run ...", flush=True)
+            peer = run_child("peer", os.path.join(work, "peer"), data)
+            results["side_by_side"] = {"ours": ours, "peer": peer, "quality": quality({"ours": ours, "peer": peer})}
+        if not args.smoke:
+            scale = {}
+            for factor in args.sizes:
+                folder = scaled_data(work, factor)
+                for mode in args.modes:
+                    print(f"ours at {factor}x, {mode} ...", flush=True)
+                    r = run_child("ours", os.path.join(work, f"scale-{factor}x-{mode}"), folder, mode=mode, train_steps=steps)
+                    r.update(factor=factor, mode=mode, rows=15002 * factor)
+                    scale[f"{factor}x {mode}"] = r
+            results["scale"] = scale
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    write_results(results, args.output, "python bench/pipeline_bench.py " + " ".join(sys.argv[1:]))
+    print(open(args.output).read())
+
+
+if __name__ == "__main__":
+    main()
