@@ -31,6 +31,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -168,7 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         **({"train_window_spans": args.window} if args.window else {}),
     )
     start = time.time()
-    summary = local.run(cfg)
+    # Stdout carries the result only; progress (Keras prints each epoch there) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = local.run(cfg)
     summary["wall_seconds"] = round(time.time() - start, 1)
     print(local.format_summary(summary) if not args.json else json.dumps(summary, indent=2))
     return 0

@@ -10,6 +10,7 @@ The exported SavedModel embeds the tf.Transform graph and has three signatures:
 from __future__ import annotations
 
 import logging
+import json
 import math
 
 import tensorflow as tf
@@ -141,8 +142,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     model = build_model(hp)
     base_model = getattr(fn_args, "base_model", None)
-    if hp.warm_start and base_model:
-        logger.info("warm start from %s: %s", base_model, _warm_start(model, base_model))
+    warm = {"base_model": base_model, "applied": bool(hp.warm_start and base_model and _warm_start(model, base_model))}
+    logger.info("warm start: %s", warm)
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/warm_start.json", "w") as f:
+        f.write(json.dumps(warm))  # the record of what this model started from
 
     # Think in steps: an "epoch" here is only the interval between validations and summaries.
     steps_per_epoch = min(hp.steps_per_eval, fn_args.train_steps)
