@@ -9,8 +9,8 @@ The exported SavedModel embeds the tf.Transform graph and has three signatures:
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 
 import tensorflow as tf
