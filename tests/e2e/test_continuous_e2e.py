@@ -46,7 +46,8 @@ def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(c
     first_model = md.model_of(md.resolve(os.path.basename(first["pushed_model"])))
     assert [m.id for m in inputs_of(md, run, P.TRAINER)["base_model"]] == [first_model.id]
     with open(os.path.join(run.output(P.TRAINER, "model_run").uri, "warm_start.json")) as f:
-        assert json.load(f) == {"base_model": first_model.uri, "applied": True}
+        warm = json.load(f)
+    assert warm["applied"] is True and warm["base_model"].startswith(first_model.uri)
     assert [m.id for m in inputs_of(md, run, P.EVALUATOR)["baseline_model"]] == [first_model.id]
     # The gate measured drift against span 1.
     result = gate.read_result(run.output(P.DATA_GATE, "result").uri)
