@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, help="ours: training steps (default: the config's)")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    parser.add_argument("--render", help="only write --output from this results JSON")
     # Child-process mode.
     parser.add_argument("--child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
@@ -322,6 +323,11 @@ def main() -> None:
         print(json.dumps(report))
         return
 
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+        write_results(results, args.output, results.get("command", "python bench/pipeline_bench.py"))
+        return
     work = args.workdir or tempfile.mkdtemp(prefix="pipeline-bench-")
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"}
@@ -352,9 +358,11 @@ def main() -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    results["command"] = " ".join(["python bench/pipeline_bench.py", *sys.argv[1:]])
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump(results, f, indent=2)
-    write_results(results, args.output, "python bench/pipeline_bench.py " + " ".join(sys.argv[1:]))
+    write_results(results, args.output, results["command"])
     print(open(args.output).read())
 
 
