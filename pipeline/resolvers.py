@@ -75,6 +75,17 @@ def training_spans(store: mlmd.MetadataStore, model_id: int, max_depth: int = 6)
     return spans
 
 
+def _blessed_newest_first(input_dict: dict[str, list[types.Artifact]]):
+    """(model, its blessing) for every blessed model, newest model first."""
+    blessed = {
+        b.get_int_custom_property("current_model_id"): b
+        for b in input_dict.get("model_blessing", []) if b.get_int_custom_property("blessed") == 1
+    }
+    for model in sorted(input_dict.get("model", []), key=lambda a: a.id, reverse=True):
+        if model.id in blessed:
+            yield model, blessed[model.id]
+
+
 class WarmStartModelStrategy(resolver.ResolverStrategy):
     """The newest blessed model that was trained only on spans older than the newest ingested
     span: the model to warm-start from when a new span arrives. For an unchanged re-run it is
@@ -87,13 +98,9 @@ class WarmStartModelStrategy(resolver.ResolverStrategy):
         if not examples:
             return empty
         newest = max(span_of(e) for e in examples)
-        blessed = {
-            b.get_int_custom_property("current_model_id"): b
-            for b in input_dict.get("model_blessing", []) if b.get_int_custom_property("blessed") == 1
-        }
-        for model in sorted(input_dict.get("model", []), key=lambda a: a.id, reverse=True):
-            if model.id in blessed and max(training_spans(store, model.id), default=newest) < newest:
-                return {"model": [model], "model_blessing": [blessed[model.id]], "examples": []}
+        for model, blessing in _blessed_newest_first(input_dict):
+            if max(training_spans(store, model.id), default=newest) < newest:
+                return {"model": [model], "model_blessing": [blessing], "examples": []}
         return empty
 
 
@@ -139,13 +146,9 @@ class BaselineModelStrategy(resolver.ResolverStrategy):
     def resolve_artifacts(self, store: mlmd.MetadataStore,
                           input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]] | None:
         candidates = {a.id for a in input_dict.get("candidate", [])}
-        blessed = {
-            b.get_int_custom_property("current_model_id"): b
-            for b in input_dict.get("model_blessing", []) if b.get_int_custom_property("blessed") == 1
-        }
-        for model in sorted(input_dict.get("model", []), key=lambda a: a.id, reverse=True):
-            if model.id in blessed and model.id not in candidates:
-                return {"model": [model], "model_blessing": [blessed[model.id]], "candidate": []}
+        for model, blessing in _blessed_newest_first(input_dict):
+            if model.id not in candidates:
+                return {"model": [model], "model_blessing": [blessing], "candidate": []}
         return {key: [] for key in input_dict}
 
 
