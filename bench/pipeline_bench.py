@@ -220,7 +220,15 @@ def scaled_data(work: str, factor: int) -> str:
 
 # --- The report --------------------------------------------------------------------------------
 
+# The peer's component ids (class names) and ours, so its rows line up with ours.
+PEER_IDS = {"CsvExampleGen": "example_gen", "StatisticsGen": "statistics_gen", "SchemaGen": "schema_gen",
+            "ExampleValidator": "example_validator", "Transform": "transform", "Trainer": "trainer",
+            "Evaluator": "evaluator", "Pusher": "pusher"}
+
+
 def _components_table(columns: dict[str, dict]) -> list[str]:
+    columns = {name: {**r, "components": {PEER_IDS.get(k, k): v for k, v in r["components"].items()}}
+               for name, r in columns.items()}
     names = []
     for report in columns.values():
         names += [n for n in report["components"] if n not in names]
@@ -293,6 +301,10 @@ def write_results(results: dict, path: str, command: str) -> None:
         for r in scale.values():
             lines.append(f"| {r['factor']}x | {r['rows']:,} | {r['mode']} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['peak_rss_mb']} |")
         lines += ["", "Time per component (s):", "", *_components_table(scale), ""]
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-notes.md")
+    if os.path.exists(notes) and not results.get("smoke"):
+        with open(notes) as f:
+            lines += ["", f.read()]  # the analysis of these numbers, written by hand
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -332,6 +344,7 @@ def main() -> None:
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"}
     steps = 100 if args.smoke and not args.train_steps else args.train_steps
+    results["smoke"] = args.smoke
     data = scaled_data(work, 1)
     try:
         print("ours, full run on 15,002 rows ...", flush=True)
