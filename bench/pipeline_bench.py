@@ -294,6 +294,7 @@ def write_results(results: dict, path: str, command: str) -> None:
             "## Scale series (ours)",
             "",
             "The real rows repeated k times (copy i's timestamps shifted by i x 10^8 s).",
+            *(f"Added by `{c}`." for c in results.get("scale_commands", []) if c != results.get("command")),
             "",
             "| size | rows | Beam mode | wall, process (s) | pipeline (s) | peak memory (MB) |",
             "|---|---:|---|---:|---:|---:|",
@@ -309,6 +310,22 @@ def write_results(results: dict, path: str, command: str) -> None:
         f.write("\n".join(lines))
 
 
+def reruns_and_peer(work: str, data: str, steps: int | None, with_peer: bool) -> dict:
+    """Ours: a full run, an unchanged re-run, a re-run with another learning rate; then the peer."""
+    print("ours, full run on 15,002 rows ...", flush=True)
+    ours = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps)
+    print("ours, unchanged re-run ...", flush=True)
+    unchanged = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps)
+    print("ours, re-run with another learning rate ...", flush=True)
+    changed = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps, learning_rate=0.003)
+    out = {"reruns": {"full": ours, "unchanged": unchanged, "hparams changed": changed}}
+    if with_peer:
+        print("peer (TFX taxi_pipeline_native_keras), full run ...", flush=True)
+        peer = run_child("peer", os.path.join(work, "peer"), data)
+        out["side_by_side"] = {"ours": ours, "peer": peer, "quality": quality({"ours": ours, "peer": peer})}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="scale factors (default: 1 10 100)")
@@ -319,6 +336,8 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     parser.add_argument("--render", help="only write --output from this results JSON")
+    parser.add_argument("--add-scale-to", metavar="RESULTS_JSON",
+                        help="run only the scale series and add its rows to this results file (then re-render)")
     # Child-process mode.
     parser.add_argument("--child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
@@ -346,20 +365,15 @@ def main() -> None:
     steps = 100 if args.smoke and not args.train_steps else args.train_steps
     results["smoke"] = args.smoke
     data = scaled_data(work, 1)
+    if args.add_scale_to:
+        with open(args.add_scale_to) as f:
+            results = json.load(f)
+        args.output = os.path.splitext(args.add_scale_to)[0] + ".md"
     try:
-        print("ours, full run on 15,002 rows ...", flush=True)
-        ours = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps)
-        print("ours, unchanged re-run ...", flush=True)
-        unchanged = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps)
-        print("ours, re-run with another learning rate ...", flush=True)
-        changed = run_child("ours", os.path.join(work, "ours"), data, train_steps=steps, learning_rate=0.003)
-        results["reruns"] = {"full": ours, "unchanged": unchanged, "hparams changed": changed}
-        if not (args.skip_peer or args.smoke):
-            print("peer (TFX taxi_pipeline_native_keras), full run ...", flush=True)
-            peer = run_child("peer", os.path.join(work, "peer"), data)
-            results["side_by_side"] = {"ours": ours, "peer": peer, "quality": quality({"ours": ours, "peer": peer})}
+        if not args.add_scale_to:
+            results.update(reruns_and_peer(work, data, steps, with_peer=not (args.skip_peer or args.smoke)))
         if not args.smoke:
-            scale = {}
+            scale = results.get("scale", {}) if args.add_scale_to else {}
             for factor in args.sizes:
                 folder = scaled_data(work, factor)
                 for mode in args.modes:
@@ -368,11 +382,13 @@ def main() -> None:
                     r.update(factor=factor, mode=mode, rows=15002 * factor)
                     scale[f"{factor}x {mode}"] = r
             results["scale"] = scale
+            results.setdefault("scale_commands", []).append(" ".join(["python bench/pipeline_bench.py", *sys.argv[1:]]))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    results["command"] = " ".join(["python bench/pipeline_bench.py", *sys.argv[1:]])
+    if not args.add_scale_to:
+        results["command"] = " ".join(["python bench/pipeline_bench.py", *sys.argv[1:]])
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump(results, f, indent=2)
     write_results(results, args.output, results["command"])
