@@ -62,13 +62,9 @@ class Executor(base_executor.BaseExecutor):
         earlier = [v for v in input_dict.get("verdicts", []) if span_of(v) < span]
         reference = max(earlier, key=lambda v: (span_of(v), v.id), default=None)
         drift: dict[str, list[V.Comparison]] = {}
-        drift_rows: dict[str, list[dict]] = {}
         if reference is not None:
-            for split in splits:
-                found, measured = V.compare(_split_stats(current, split), _split_stats(reference, split), schema,
-                                            kind="drift", span=span, split=split)
-                drift_rows[split], drift[split] = found, measured
-                rows += found
+            found, drift = V.drift_by_split(current.uri, reference.uri, schema, splits, span)
+            rows += found
 
         rejected, accepted = V.split_accepted(rows, accept)
         if rejected:
@@ -79,7 +75,8 @@ class Executor(base_executor.BaseExecutor):
         for split in splits:
             out_dir = artifact_utils.get_split_uri([result], split)
             fileio.makedirs(out_dir)
-            io_utils.write_bytes_file(os.path.join(out_dir, "SchemaDiff.pb"), _as_anomalies(drift_rows.get(split, [])).SerializeToString())
+            found = [r for r in rows if r["split"] == split and r["kind"] in V.DRIFT_KINDS]
+            io_utils.write_bytes_file(os.path.join(out_dir, "SchemaDiff.pb"), _as_anomalies(found).SerializeToString())
             fileio.copy(os.path.join(artifact_utils.get_split_uri([current], split), "FeatureStats.pb"),
                         os.path.join(out_dir, "FeatureStats.pb"))
         result.set_int_custom_property("span", span)

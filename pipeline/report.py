@@ -7,6 +7,7 @@ No scripts and no external assets, so it can be attached to a ticket or served f
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 from typing import Any
@@ -125,12 +126,8 @@ def _gate_outcome(md: M.Metadata, run: M.RunInfo, schema) -> dict[str, Any]:
     reference = max(passed, key=lambda a: (M.prop(a, "span"), a.id), default=None)
     drift, rejected = {}, []
     if stats is not None and reference is not None:
-        for split in ("train", "eval"):
-            found, measured = V.compare(V.load_statistics(os.path.join(stats.uri, f"Split-{split}")),
-                                        V.load_statistics(os.path.join(reference.uri, f"Split-{split}")),
-                                        schema, kind="drift", span=span, split=split)
-            drift[split] = [m.__dict__ for m in measured]
-            rejected += found
+        rejected, measured = V.drift_by_split(stats.uri, reference.uri, schema, ("train", "eval"), span)
+        drift = {split: [dataclasses.asdict(m) for m in ms] for split, ms in measured.items()}
     return {"state": gate_run.state, "accepted": [], "rejected": rejected, "drift": drift,
             "reference_span": M.prop(reference, "span") if reference is not None else None}
 

@@ -137,6 +137,19 @@ def compare(current, reference, schema, kind: str = "drift", environment: str | 
     return rows, sorted(measurements, key=lambda c: (not c.exceeded, c.feature))
 
 
+def drift_by_split(current_uri: str, reference_uri: str, schema, splits: Sequence[str],
+                   span: int) -> tuple[list[dict], dict[str, list[Comparison]]]:
+    """Drift of every split between two statistics artifacts (folders of Split-<name>/)."""
+    rows: list[dict] = []
+    measured: dict[str, list[Comparison]] = {}
+    for split in splits:
+        found, measured[split] = compare(load_statistics(os.path.join(current_uri, f"Split-{split}")),
+                                         load_statistics(os.path.join(reference_uri, f"Split-{split}")),
+                                         schema, kind="drift", span=span, split=split)
+        rows += found
+    return rows, measured
+
+
 def parse_accept(specs: Iterable[str]) -> tuple[str, ...]:
     """Validates --accept-anomalies values: FEATURE, FEATURE:KIND, or * (everything)."""
     out = []
