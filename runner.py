@@ -165,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hparams=_hparams(args.hparams),
         enable_cache=not args.no_cache,
         accept_anomalies=tuple(args.accept_anomalies or ()),
+        beam_mode=args.beam_mode,
         **({"metadata_uri": args.metadata} if args.metadata else {}),
         **({"train_window_spans": args.window} if args.window else {}),
     )
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--accept-anomalies", nargs="+", metavar="FEATURE[:KIND]",
                      help="let the data gate pass these anomalies for this run (recorded in ML Metadata); * accepts all")
     run.add_argument("--window", type=int, help="training window in spans (default: 3)")
+    run.add_argument("--beam-mode", choices=("auto", "in_memory", "multi_processing"), default="auto",
+                     help="Beam DirectRunner mode; auto: in_memory below 40 MB of input CSV, multi_processing "
+                          "above (measured crossover, bench/RESULTS.md) (default: %(default)s)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 

@@ -21,7 +21,9 @@ Reruns (ours): the same pipeline unchanged (every component should be a cache hi
 only the learning rate changed (only the Trainer and what follows should run).
 
 Scale series (ours): the real rows repeated k times; copy i has trip_start_timestamp shifted
-by i * 10^8 s, so copies are distinct rows and hash to their own splits. Run with the Beam
+by i * shift, so copies are distinct rows and hash to their own splits. The shift is 10^8 s,
+or less (a multiple of the data's 900 s resolution) where k copies would otherwise run past
+the schema's int_domain for the timestamp (the year 2100), which the data gate rejects. Run with the Beam
 DirectRunner in_memory (the project's default) and multi_processing.
 
 Results go to bench/RESULTS.md (tables, date, machine, command) and bench/RESULTS.json.
@@ -44,16 +46,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from pipeline.configs import BEAM_MODES  # noqa: E402  (after the path)
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATA = os.path.join(ROOT, "data", "taxi.csv")
 SCHEMA = os.path.join(ROOT, "schemas", "schema.pbtxt")
 TIMESTAMP_SHIFT = 10**8
-MODES = {
-    "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
-    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0"),
-}
+TIMESTAMP_RESOLUTION = 900
+MODES = BEAM_MODES  # the DirectRunner modes, as the pipeline configures them
 
 
 # --- In the child process: one pipeline run ----------------------------------------------------
@@ -197,25 +199,37 @@ def quality(runs: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def scaled_data(work: str, factor: int) -> str:
-    """`factor` copies of the real rows, each copy's timestamps shifted (see module doc)."""
+def timestamp_shift(factor: int, data_max: int) -> int:
+    """The shift between copies: 10^8 s, or less so the last copy stays in the schema's domain."""
+    if factor <= 1:
+        return 0
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    with open(SCHEMA) as f:
+        schema = text_format.Parse(f.read(), schema_pb2.Schema())
+    domain_max = next(f.int_domain.max for f in schema.feature if f.name == "trip_start_timestamp")
+    room = (domain_max - data_max) // (factor - 1)
+    return min(TIMESTAMP_SHIFT, room // TIMESTAMP_RESOLUTION * TIMESTAMP_RESOLUTION)
+
+
+def scaled_data(work: str, factor: int) -> tuple[str, int]:
+    """`factor` copies of the real rows, each copy's timestamps shifted; the folder and the shift."""
     folder = os.path.join(work, f"data-{factor}x")
-    if factor == 1:
-        os.makedirs(folder, exist_ok=True)
-        shutil.copy(DATA, os.path.join(folder, "taxi.csv"))
-        return folder
     os.makedirs(folder, exist_ok=True)
+    if factor == 1:
+        shutil.copy(DATA, os.path.join(folder, "taxi.csv"))
+        return folder, 0
     with open(DATA) as f:
         header, *lines = f.read().splitlines()
     column = header.split(",").index("trip_start_timestamp")
+    rows = [line.split(",") for line in lines]  # the file has no quoted commas
+    shift = timestamp_shift(factor, max(int(cells[column]) for cells in rows))
     with open(os.path.join(folder, "taxi.csv"), "w") as out:
         out.write(header + "\n")
         for copy in range(factor):
-            for line in lines:
-                cells = line.split(",")  # the file has no quoted commas
-                cells[column] = str(int(cells[column]) + copy * TIMESTAMP_SHIFT)
-                out.write(",".join(cells) + "\n")
-    return folder
+            for cells in rows:
+                out.write(",".join([*cells[:column], str(int(cells[column]) + copy * shift), *cells[column + 1:]]) + "\n")
+    return folder, shift
 
 
 # --- The report --------------------------------------------------------------------------------
@@ -293,14 +307,16 @@ def write_results(results: dict, path: str, command: str) -> None:
         lines += [
             "## Scale series (ours)",
             "",
-            "The real rows repeated k times (copy i's timestamps shifted by i x 10^8 s).",
+            "The real rows repeated k times; copy i's trip_start_timestamp is shifted by i x the shift in",
+            "the table (10^8 s, or less where the copies would pass the schema's domain for it).",
             *(f"Added by `{c}`." for c in results.get("scale_commands", []) if c != results.get("command")),
             "",
-            "| size | rows | Beam mode | wall, process (s) | pipeline (s) | peak memory (MB) |",
-            "|---|---:|---|---:|---:|---:|",
+            "| size | rows | timestamp shift (s) | Beam mode | wall, process (s) | pipeline (s) | peak memory (MB) |",
+            "|---|---:|---:|---|---:|---:|---:|",
         ]
         for r in scale.values():
-            lines.append(f"| {r['factor']}x | {r['rows']:,} | {r['mode']} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['peak_rss_mb']} |")
+            shift = r.get("timestamp_shift", TIMESTAMP_SHIFT if r["factor"] > 1 else 0)  # runs recorded before the field
+            lines.append(f"| {r['factor']}x | {r['rows']:,} | {shift:,} | {r['mode']} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['peak_rss_mb']} |")
         lines += ["", "Time per component (s):", "", *_components_table(scale), ""]
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-notes.md")
     if os.path.exists(notes) and not results.get("smoke"):
@@ -364,7 +380,7 @@ def main() -> None:
                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"}
     steps = 100 if args.smoke and not args.train_steps else args.train_steps
     results["smoke"] = args.smoke
-    data = scaled_data(work, 1)
+    data, _ = scaled_data(work, 1)
     if args.add_scale_to:
         with open(args.add_scale_to) as f:
             results = json.load(f)
@@ -375,11 +391,11 @@ def main() -> None:
         if not args.smoke:
             scale = results.get("scale", {}) if args.add_scale_to else {}
             for factor in args.sizes:
-                folder = scaled_data(work, factor)
+                folder, shift = scaled_data(work, factor)
                 for mode in args.modes:
                     print(f"ours at {factor}x, {mode} ...", flush=True)
                     r = run_child("ours", os.path.join(work, f"scale-{factor}x-{mode}"), folder, mode=mode, train_steps=steps)
-                    r.update(factor=factor, mode=mode, rows=15002 * factor)
+                    r.update(factor=factor, mode=mode, rows=15002 * factor, timestamp_shift=shift)
                     scale[f"{factor}x {mode}"] = r
             results["scale"] = scale
             results.setdefault("scale_commands", []).append(" ".join(["python bench/pipeline_bench.py", *sys.argv[1:]]))

@@ -21,9 +21,27 @@ def find_spans(data_root: str) -> list[int]:
     """Span numbers of the span-<N>/ folders under data_root (sorted)."""
     return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, os.listdir(data_root)) if m)
 
-# Beam on the DirectRunner, in this process: the fastest mode for data that fits one machine
-# (see bench/RESULTS.md). Dataflow args replace these for production.
-LOCAL_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# Beam on the DirectRunner. Dataflow args replace these for production (pipeline/vertex.py).
+# in_memory (one worker, in this process) is the fastest mode for small data: it starts no
+# worker processes and pickles nothing between them. multi_processing (a worker per core) wins
+# on large data. Measured (bench/RESULTS.md, 2 cores), in_memory vs multi_processing, pipeline
+# seconds: 117 vs 181 at 15k rows (1.9 MB of CSV), 178 vs 204 at 150k rows (19 MB), 768 vs
+# 545 at 1.5M rows (192 MB). A straight line through the last two crosses at ~330k rows,
+# ~40 MB of CSV: "auto" switches there.
+BEAM_MODES = {
+    "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
+    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0"),
+}
+LOCAL_BEAM_ARGS = BEAM_MODES["in_memory"]
+MULTI_PROCESSING_FROM_BYTES = 40 * 2**20
+
+
+def beam_args_for(mode: str, input_bytes: int) -> tuple[str, ...]:
+    """DirectRunner args for `mode` (in_memory, multi_processing, or auto: by input size)."""
+    if mode == "auto":
+        mode = "multi_processing" if input_bytes >= MULTI_PROCESSING_FROM_BYTES else "in_memory"
+    _require(mode in BEAM_MODES, "beam_mode", f"must be auto or one of {sorted(BEAM_MODES)}, got {mode!r}")
+    return BEAM_MODES[mode]
 
 
 class ConfigError(ValueError):
@@ -211,12 +229,15 @@ def local_config(
     data_root: str,
     schema_path: str,
     pipeline_name: str = "taxi-big-tipper",
+    beam_mode: str = "auto",
     **overrides: Any,
 ) -> PipelineConfig:
     """A config for LocalDagRunner with every output under `output_dir`.
 
     Layout: <output_dir>/tfx (artifacts), <output_dir>/metadata.sqlite (ML Metadata),
-    <output_dir>/serving/<version> (pushed models).
+    <output_dir>/serving/<version> (pushed models). `beam_mode` picks the DirectRunner mode
+    (see BEAM_MODES; auto: by the size of the CSV files this run ingests) unless
+    `beam_pipeline_args` is given.
     """
     _require(os.path.isdir(data_root), "data_root", f"no such directory: {data_root}")
     spans = find_spans(data_root)
@@ -228,6 +249,8 @@ def local_config(
         _require(os.path.getsize(path) > 0, "data_root", f"{path} is empty (0 bytes): not even a header row")
     if spans:
         overrides.setdefault("span_pattern", SPAN_PATTERN)
+    if "beam_pipeline_args" not in overrides:
+        overrides["beam_pipeline_args"] = beam_args_for(beam_mode, sum(os.path.getsize(p) for p in csv_files))
     _require(os.path.isfile(schema_path), "schema_path", f"no such file: {schema_path}")
     output_dir = os.path.abspath(output_dir)
     values: dict[str, Any] = dict(

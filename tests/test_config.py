@@ -46,6 +46,18 @@ def test_data_root_must_hold_csv(tmp_path):
         configs.local_config(str(tmp_path), str(tmp_path / "missing"), str(SCHEMA_PATH))
 
 
+def test_beam_mode_auto_follows_the_input_size(tmp_path, monkeypatch):
+    small = cfg(tmp_path)  # the bundled 1.9 MB CSV
+    assert small.beam_pipeline_args == configs.BEAM_MODES["in_memory"]
+    monkeypatch.setattr(configs, "MULTI_PROCESSING_FROM_BYTES", 1024)
+    assert cfg(tmp_path).beam_pipeline_args == configs.BEAM_MODES["multi_processing"]
+    assert cfg(tmp_path, beam_mode="in_memory").beam_pipeline_args == configs.BEAM_MODES["in_memory"]
+    explicit = ("--runner=DirectRunner",)
+    assert cfg(tmp_path, beam_pipeline_args=explicit).beam_pipeline_args == explicit
+    with pytest.raises(configs.ConfigError, match="beam_mode"):
+        cfg(tmp_path, beam_mode="threads")
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
