@@ -17,7 +17,7 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from modules import features as F
@@ -45,7 +45,7 @@ def _split_bytes(file_pattern: list[str]) -> int:
 
 def _dataset(
     file_pattern: list[str],
-    data_accessor: tfx.components.DataAccessor,
+    data_accessor: DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     seed: int | None = None,
@@ -171,7 +171,7 @@ def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
     return True
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer callback: trains for `fn_args.train_steps` steps and exports the model."""
     hp = HParams.from_dict(fn_args.custom_config.get("hparams", {}))
     started = time.monotonic()

@@ -25,12 +25,19 @@ def find_spans(data_root: str) -> list[int]:
 # in_memory (one worker, in this process) is the fastest mode for small data: it starts no
 # worker processes and pickles nothing between them. multi_processing (a worker per core) wins
 # on large data. Measured (bench/RESULTS.md, 2 cores), in_memory vs multi_processing, pipeline
-# seconds: 117 vs 181 at 15k rows (1.9 MB of CSV), 178 vs 204 at 150k rows (19 MB), 768 vs
-# 545 at 1.5M rows (192 MB). A straight line through the last two crosses at ~330k rows,
+# seconds: 76 vs 125 at 15k rows (1.9 MB of CSV), 129 vs 162 at 150k rows (19 MB), 743 vs
+# 521 at 1.5M rows (192 MB). A straight line through the last two crosses at ~330k rows,
 # ~40 MB of CSV: "auto" switches there.
+# --setup_file names this project as the Beam stages' Python dependency. The DirectRunner
+# runs in this environment, where it is installed, and stages nothing; without a dependency
+# flag TFX copies its own installation and builds an sdist of it before every Beam component
+# (tfx/utils/dependency_utils.py), ~1 s each, for workers that already have it.
+# cloudpickle (Beam's default from 2.65): Beam's dill pickler resets dill's logger level on
+# every pickle, and each reset walks all of Python's loggers (~14k resets a run, ~1 s).
+SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 BEAM_MODES = {
-    "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
-    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0"),
+    "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1", f"--setup_file={SETUP_FILE}", "--pickle_library=cloudpickle"),
+    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0", f"--setup_file={SETUP_FILE}", "--pickle_library=cloudpickle"),
 }
 LOCAL_BEAM_ARGS = BEAM_MODES["in_memory"]
 MULTI_PROCESSING_FROM_BYTES = 40 * 2**20

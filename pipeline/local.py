@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from pipeline import configs, metadata
 from pipeline import pipeline as P
@@ -116,7 +116,7 @@ def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
     with exclusive_store(cfg.metadata_uri):
         cancel_abandoned(cfg)
         try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            LocalDagRunner().run(pipeline)
         except DataValidationError:
             raise
         except Exception as e:  # noqa: BLE001 - any component failure, reported by name

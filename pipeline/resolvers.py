@@ -35,9 +35,7 @@ class SpanWindowStrategy(resolver.ResolverStrategy):
 
 
 def span_window_resolver(example_gen_id: str, gate_id: str, num_spans: int) -> Any:
-    from tfx import v1 as tfx
-
-    return tfx.dsl.Resolver(
+    return resolver.Resolver(
         strategy_class=SpanWindowStrategy,
         config={"num_spans": num_spans},
         examples=types.Channel(type=standard_artifacts.Examples, producer_component_id=example_gen_id, output_key="examples"),
@@ -105,9 +103,7 @@ class WarmStartModelStrategy(resolver.ResolverStrategy):
 
 
 def warm_start_resolver(example_gen_id: str) -> Any:
-    from tfx import v1 as tfx
-
-    return tfx.dsl.Resolver(
+    return resolver.Resolver(
         strategy_class=WarmStartModelStrategy,
         model=types.Channel(type=standard_artifacts.Model),
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
@@ -129,9 +125,7 @@ class EarlierPassStrategy(resolver.ResolverStrategy):
 
 
 def earlier_pass_resolver(example_gen_id: str, gate_id: str) -> Any:
-    from tfx import v1 as tfx
-
-    return tfx.dsl.Resolver(
+    return resolver.Resolver(
         strategy_class=EarlierPassStrategy,
         examples=types.Channel(type=standard_artifacts.Examples, producer_component_id=example_gen_id, output_key="examples"),
         verdicts=types.Channel(type=standard_artifacts.ExampleAnomalies, producer_component_id=gate_id, output_key="result"),
@@ -153,9 +147,7 @@ class BaselineModelStrategy(resolver.ResolverStrategy):
 
 
 def baseline_resolver(candidate) -> Any:
-    from tfx import v1 as tfx
-
-    return tfx.dsl.Resolver(
+    return resolver.Resolver(
         strategy_class=BaselineModelStrategy,
         candidate=candidate,
         model=types.Channel(type=standard_artifacts.Model),

@@ -21,7 +21,7 @@ find_python310() {
   return 1
 }
 
-stamp_of() { cat "${LOCKS[@]}" setup.cfg | sha256sum | cut -d' ' -f1; }
+stamp_of() { cat "${LOCKS[@]}" setup.cfg "$0" | sha256sum | cut -d' ' -f1; }
 
 if [ -f "$VENV/.stamp" ] && [ "$(cat "$VENV/.stamp")" = "$(stamp_of)" ]; then
   exit 0
@@ -48,5 +48,9 @@ fi
 [ -x "$VENV/bin/python" ] || "$UV" venv --quiet --seed --python "$PY" "$VENV"
 "$UV" pip install --quiet --python "$VENV/bin/python" -r requirements.lock -r requirements-dev.lock
 "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+# Bytecode once, here, not in every process: with no .pyc files (uv writes none, and
+# PYTHONDONTWRITEBYTECODE is common in CI and containers) each pipeline process compiled
+# ~9,000 modules from source, ~11 s of a ~21 s start-up. ~25 s on 2 cores.
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
 stamp_of > "$VENV/.stamp"
 echo "environment ready in $VENV ($(( $(date +%s) - start )) s)" >&2
