@@ -25,9 +25,10 @@ def find_spans(data_root: str) -> list[int]:
 # in_memory (one worker, in this process) is the fastest mode for small data: it starts no
 # worker processes and pickles nothing between them. multi_processing (a worker per core) wins
 # on large data. Measured (bench/RESULTS.md, 2 cores), in_memory vs multi_processing, pipeline
-# seconds: 76 vs 125 at 15k rows (1.9 MB of CSV), 129 vs 162 at 150k rows (19 MB), 743 vs
-# 521 at 1.5M rows (192 MB). A straight line through the last two crosses at ~330k rows,
-# ~40 MB of CSV: "auto" switches there.
+# seconds: 56 vs 92 at 15k rows (1.9 MB of CSV), 122 vs 130 at 150k rows (19 MB), 759 vs
+# 477 at 1.5M rows (192 MB). A straight line through the last two crosses at ~23 MB of CSV
+# in that run, ~40 MB in an earlier one; in between the modes differ by less than the noise and
+# multi_processing takes 2.4x the memory, so "auto" switches at 40 MB.
 # --setup_file names this project as the Beam stages' Python dependency. The DirectRunner
 # runs in this environment, where it is installed, and stages nothing; without a dependency
 # flag TFX copies its own installation and builds an sdist of it before every Beam component
