@@ -59,9 +59,15 @@ def _numeric(key: str, x, outputs: dict) -> tf.Tensor:
     outputs[F.bucket_name(key)] = buckets
 
     value = tf.math.log1p(tf.maximum(raw, 0.0)) if key in F.LOG_SCALED_FEATURES else raw
-    # Statistics come from present values only, so imputation cannot bias them.
-    filled = tf.where(present, value, tft.mean(tf.boolean_mask(value, present)))
-    outputs[F.transformed_name(key)] = tft.scale_to_z_score(filled)
+    # Mean and variance of the present values only, so imputation cannot bias them; a missing
+    # value becomes 0, the mean's z-score. Both statistics come from the raw data in one pass:
+    # scale_to_z_score over mean-imputed values would need the mean first, a second analysis
+    # phase (another pass over the data and another traced graph).
+    observed = tf.boolean_mask(value, present)
+    deviation = value - tft.mean(observed)
+    stddev = tf.sqrt(tft.var(observed))
+    z_score = tf.where(stddev > 0, deviation / stddev, deviation)
+    outputs[F.transformed_name(key)] = tf.where(present, z_score, tf.zeros_like(z_score))
     outputs[F.missing_flag_name(key)] = 1.0 - tf.cast(present, tf.float32)
     return buckets
 

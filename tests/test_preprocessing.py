@@ -59,6 +59,18 @@ def test_missing_numeric_is_mean_imputed_and_flagged(out):
     assert all(r[F.bucket_name("pickup_latitude")] > 0 for i, r in enumerate(out) if i != 3)
 
 
+def test_numeric_statistics_ignore_missing_values(tmp_path):
+    lats = [41.80, 41.90, 42.00, None, 41.85, 41.95]
+    rows = [_row(10.0, 3.0, lat=lat) for lat in lats]
+    out = analyze_and_transform(rows, str(tmp_path))
+    present = np.array([lat for lat in lats if lat is not None])
+    # Population mean and standard deviation of the five present values: the imputed row
+    # neither shifts the mean nor shrinks the variance.
+    expected = [(lat - present.mean()) / present.std() if lat is not None else 0.0 for lat in lats]
+    got = [r[F.transformed_name("pickup_latitude")] for r in out]
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
 def test_fare_buckets_follow_the_order_of_fares(out):
     buckets = [r[F.bucket_name("fare")] for r in out]
     fares = [r["fare"][0] for r in ROWS]
