@@ -25,10 +25,9 @@ def find_spans(data_root: str) -> list[int]:
 # in_memory (one worker, in this process) is the fastest mode for small data: it starts no
 # worker processes and pickles nothing between them. multi_processing (a worker per core) wins
 # on large data. Measured (bench/RESULTS.md, 2 cores), in_memory vs multi_processing, pipeline
-# seconds: 56 vs 92 at 15k rows (1.9 MB of CSV), 122 vs 130 at 150k rows (19 MB), 759 vs
-# 477 at 1.5M rows (192 MB). A straight line through the last two crosses at ~23 MB of CSV
-# in that run, ~40 MB in an earlier one; in between the modes differ by less than the noise and
-# multi_processing takes 2.4x the memory, so "auto" switches at 40 MB.
+# seconds: 60 vs 77 at 15k rows (1.9 MB of CSV), 111 vs 111 at 150k rows (19 MB), 710 vs
+# 455 at 1.5M rows (192 MB). Straight lines through the last two cross at 19 MB of CSV in
+# that run and at 23 and 40 MB in two earlier ones: "auto" switches near the median, at 24 MiB.
 # --setup_file names this project as the Beam stages' Python dependency. The DirectRunner
 # runs in this environment, where it is installed, and stages nothing; without a dependency
 # flag TFX copies its own installation and builds an sdist of it before every Beam component
@@ -41,7 +40,7 @@ BEAM_MODES = {
     "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0", f"--setup_file={SETUP_FILE}", "--pickle_library=cloudpickle"),
 }
 LOCAL_BEAM_ARGS = BEAM_MODES["in_memory"]
-MULTI_PROCESSING_FROM_BYTES = 40 * 2**20
+MULTI_PROCESSING_FROM_BYTES = 24 * 2**20
 
 
 def beam_args_for(mode: str, input_bytes: int) -> tuple[str, ...]:
