@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let the data gate pass these anomalies for this run (recorded in ML Metadata); * accepts all")
     run.add_argument("--window", type=int, help="training window in spans (default: 3)")
     run.add_argument("--beam-mode", choices=("auto", "in_memory", "multi_processing"), default="auto",
-                     help="Beam DirectRunner mode; auto: in_memory below 24 MB of input CSV, multi_processing "
+                     help="Beam DirectRunner mode; auto: in_memory below 24 MiB of input CSV, multi_processing "
                           "above (measured crossover, bench/RESULTS.md) (default: %(default)s)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
