@@ -259,6 +259,8 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.configs import PIPELINE_NAME  # no TensorFlow: keeps --help fast
+
     parser = argparse.ArgumentParser(
         prog="runner.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -286,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--metadata", default=os.path.join(DEFAULT_OUTPUT, "metadata.sqlite"),
                        help="SQLite path or mysql://user[:password]@host[:port]/db (default: %(default)s)")
-        p.add_argument("--pipeline-name", default="taxi-big-tipper", help="default: %(default)s")
+        p.add_argument("--pipeline-name", default=PIPELINE_NAME, help="default: %(default)s")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p

@@ -13,6 +13,9 @@ from typing import Any
 
 from modules.hparams import HParams
 
+# The MLMD context runs share (cache, baselines, `runs`), unless a run names another.
+PIPELINE_NAME = "taxi-big-tipper"
+
 SPAN_DIR = re.compile(r"^span-(\d+)$")
 SPAN_PATTERN = "span-{SPAN}/*.csv"
 
@@ -235,7 +238,7 @@ def local_config(
     output_dir: str,
     data_root: str,
     schema_path: str,
-    pipeline_name: str = "taxi-big-tipper",
+    pipeline_name: str = PIPELINE_NAME,
     beam_mode: str = "auto",
     **overrides: Any,
 ) -> PipelineConfig:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modules.hparams import HParams
-from pipeline.configs import ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
+from pipeline.configs import PIPELINE_NAME, ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
 
 # Where the Dockerfile puts the repository inside the pipeline image.
 IMAGE_WORKDIR = "/pipeline"
@@ -35,7 +35,7 @@ class VertexConfig:
     region: str
     pipeline_root: str
     image: str
-    pipeline_name: str = "taxi-big-tipper"
+    pipeline_name: str = PIPELINE_NAME
     service_account: str | None = None
     # Input: exactly one of a BigQuery query (BigQueryExampleGen) or a gs:// folder of CSVs.
     bigquery_query: str | None = None
