@@ -6,6 +6,7 @@ Asserts what the benchmark reports, not how fast: timing claims live in bench/RE
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -40,3 +41,13 @@ def test_smoke_benchmark_runs_and_reports_cache_behaviour(tmp_path):
         assert changed["components"][name]["state"] == "ran", name
     report = output.read_text()
     assert "## Re-runs (ours)" in report and "| unchanged |" in report and "| trainer |" in report
+
+
+def test_transform_bench_reruns_the_runs_transform_in_both_modes(sample_run):
+    cfg, _ = sample_run
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "transform_bench.py"), "--run-output", os.path.dirname(cfg.metadata_uri), "--repeat", "1"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| tf")]
+    assert [r[0].strip() for r in rows] == ["tf2", "tf1_compat"]
+    assert all(float(r[1]) > 0 for r in rows)

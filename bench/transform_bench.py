@@ -1,0 +1,101 @@
+"""Times TFX's Transform executor alone, on the inputs of a finished pipeline run.
+
+Transform is the pipeline's largest data stage. This re-runs only it: the newest run's
+Transform inputs (examples and schema) are read from ML Metadata, and TFX's own Transform
+executor runs on them with this project's `preprocessing_fn` and in_memory Beam args, each
+repetition in a fresh process, in tf.Transform's TF2 mode (the pipeline's) and in its TF1
+graph mode (`force_tf_compat_v1`), side by side.
+
+    .venv/bin/python bench/transform_bench.py --run-output outputs [--repeat 2]
+
+`--run-output` is a `runner.py run --output` folder (or the benchmark's `<workdir>/ours`).
+Writes nothing outside a temporary folder; prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+MODES = {"tf2": 0, "tf1_compat": 1}
+
+
+def transform_inputs(run_output: str) -> dict[str, dict]:
+    """URIs and split names of the newest run's Transform inputs."""
+    from pipeline import metadata
+    from pipeline.configs import PIPELINE_NAME
+
+    md = metadata.Metadata(metadata.open_store(os.path.join(run_output, "metadata.sqlite")), PIPELINE_NAME)
+    graph = md.latest_run().output("transform", "transform_graph")
+    if graph is None:
+        raise SystemExit(f"{run_output}: the newest run has no Transform output")
+    _, inputs = md.producer(graph)
+    return {key: {"uri": inputs[key][0].uri, "split_names": metadata.prop(inputs[key][0], "split_names")}
+            for key in ("examples", "schema")}
+
+
+def child(inputs: dict, tf1: int, out: str) -> float:
+    """One Transform execution in this process; returns its seconds."""
+    from tfx.components.transform.executor import Executor
+    from tfx.types import standard_artifacts
+
+    from pipeline.configs import BEAM_MODES
+    from pipeline.pipeline import PREPROCESSING_FN
+
+    examples = standard_artifacts.Examples()
+    examples.uri, examples.split_names = inputs["examples"]["uri"], inputs["examples"]["split_names"]
+    schema = standard_artifacts.Schema()
+    schema.uri = inputs["schema"]["uri"]
+    outputs = {"transformed_examples": standard_artifacts.Examples(), "transform_graph": standard_artifacts.TransformGraph(),
+               "updated_analyzer_cache": standard_artifacts.TransformCache()}
+    for key, artifact in outputs.items():
+        artifact.uri = os.path.join(out, key)
+    context = Executor.Context(beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(out, "tmp"), unique_id="bench")
+    # As the pipeline configures Transform (pipeline/pipeline.py), bar the mode.
+    properties = {"preprocessing_fn": PREPROCESSING_FN, "disable_statistics": 1, "force_tf_compat_v1": tf1, "custom_config": "{}"}
+    start = time.time()
+    Executor(context).Do({"examples": [examples], "schema": [schema]}, {k: [v] for k, v in outputs.items()}, properties)
+    seconds = time.time() - start
+    if not os.path.isdir(os.path.join(outputs["transform_graph"].uri, "transform_fn")):
+        raise RuntimeError("Transform wrote no transform_fn")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-output", required=True, help="a runner.py run --output folder")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per mode, each in a fresh process")
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=list(MODES), help="default: both")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps({"seconds": child(spec["inputs"], spec["tf1"], spec["out"])}))
+        return
+
+    inputs = transform_inputs(args.run_output)
+    seconds: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    for _ in range(args.repeat):
+        for mode in args.modes:  # interleaved, so drift in the machine hits both
+            tf1 = MODES[mode]
+            with tempfile.TemporaryDirectory(prefix="transform-bench-") as out:
+                spec = json.dumps({"inputs": inputs, "tf1": tf1, "out": out})
+                done = subprocess.run([sys.executable, __file__, "--run-output", args.run_output, "--child", spec],
+                                      check=True, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                seconds[mode].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    print(f"Transform executor alone on {inputs['examples']['uri']} (in_memory Beam), {args.repeat} runs per mode:\n")
+    print("| mode | median (s) | runs (s) |\n|---|---:|---|")
+    for mode, values in seconds.items():
+        print(f"| {mode} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    main()
