@@ -15,6 +15,9 @@ RUN pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml setup.cfg README.md runner.py ./
 COPY modules ./modules
 COPY pipeline ./pipeline
+COPY runners ./runners
+COPY ops ./ops
+COPY serving ./serving
 COPY schemas ./schemas
 RUN pip install --no-cache-dir --no-deps . && python -c "import modules.preprocessing, modules.trainer"
 

@@ -1,11 +1,13 @@
 # Everyday commands. Each target sets up .venv first (idempotent: ~0.1 s when up to date).
 PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
+# Code that is type-checked (the user code, the definition, serving and the tools).
+TYPED := pipeline serving modules ops runners
 
-.PHONY: help setup run test test-unit lint clean
+.PHONY: help setup run test test-unit lint format typecheck coverage clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 setup:  ## create/refresh .venv from the lock files (Python 3.10, uv)
 	@bash scripts/setup.sh
@@ -13,16 +15,29 @@ setup:  ## create/refresh .venv from the lock files (Python 3.10, uv)
 run: setup  ## run the pipeline locally on the bundled taxi data -> outputs/
 	$(PY) runner.py run
 
-test: setup  ## lint, then the whole test suite: unit and end-to-end (what CI runs)
-	$(PY) -m ruff check .
+test: lint typecheck  ## lint, type-check, then the whole test suite: unit and end-to-end (what CI runs)
 	@bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest
 
 test-unit: setup  ## unit tests only (no pipeline runs)
 	$(PY) -m pytest -m "not e2e"
 
-lint: setup  ## ruff
+lint: setup  ## ruff: lint rules and formatting (line length included)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup  ## ruff: fix what can be fixed and format
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+typecheck: setup  ## mypy over the packages
+	$(PY) -m mypy $(TYPED)
+
+coverage: setup  ## the whole suite under coverage -> htmlcov/
+	@bash scripts/ensure-test-tools.sh
+	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage report
+	$(PY) -m coverage html
 
 clean:  ## remove local pipeline outputs (not the venv)
 	rm -rf outputs

@@ -72,9 +72,10 @@ def _hparams(text: str | None):
 
 
 def _metadata(args: argparse.Namespace):
-    from pipeline import metadata
+    from ops.queries import Metadata
+    from ops.store import open_store
 
-    return metadata.Metadata(metadata.open_store(args.metadata), args.pipeline_name)
+    return Metadata(open_store(args.metadata), args.pipeline_name)
 
 
 def _emit(args: argparse.Namespace, data, render) -> int:
@@ -83,36 +84,36 @@ def _emit(args: argparse.Namespace, data, render) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from pipeline import metadata_report
+    from ops import render
 
     runs = [r.to_dict() for r in _metadata(args).runs()[: args.limit]]
     if not runs:
         raise UserError(f"pipeline {args.pipeline_name!r} has no runs")
-    return _emit(args, runs, metadata_report.runs_table)
+    return _emit(args, runs, render.runs_table)
 
 
 def cmd_artifacts(args: argparse.Namespace) -> int:
-    from pipeline import metadata_report
+    from ops import render
 
     found = _metadata(args).artifacts(run_id=args.run, component=args.component, type_name=args.type)
     if not found:
         raise UserError("no artifacts match")
-    return _emit(args, found, metadata_report.artifacts_table)
+    return _emit(args, found, render.artifacts_table)
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from pipeline import metadata_report
+    from ops import render
 
     md = _metadata(args)
     tree = md.lineage(md.resolve(args.ref), downstream=args.downstream)
-    return _emit(args, tree, metadata_report.lineage_tree)
+    return _emit(args, tree, render.lineage_tree)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline import metadata_report
+    from ops import render
 
     result = _metadata(args).compare(args.model_a, args.model_b)
-    return _emit(args, result, metadata_report.comparison)
+    return _emit(args, result, render.comparison)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -155,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import local
+    from runners import local
 
     cfg = local.build_config(
         output_dir=args.output,
@@ -179,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pipeline import monitoring
+    from ops import monitoring
 
     try:
         report = monitoring.check_skew(_metadata(args), args.data, args.schema, args.model)
@@ -190,14 +191,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline import report
+    from ops import report
 
     print(report.write(_metadata(args), args.run, args.schema, args.output, args.serving_data))
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from pipeline import local, rollback
+    from ops import rollback
+    from runners import local
 
     try:
         with local.exclusive_store(args.metadata):
@@ -224,7 +226,7 @@ VERTEX_FLAGS = {
 
 
 def _vertex_config(args: argparse.Namespace):
-    from pipeline.vertex import VertexConfig
+    from runners.vertex import VertexConfig
 
     overrides = {k: getattr(args, k) for k in VERTEX_FLAGS if getattr(args, k) is not None}
     if args.train_steps is not None:
@@ -235,7 +237,7 @@ def _vertex_config(args: argparse.Namespace):
 
 
 def cmd_vertex_compile(args: argparse.Namespace) -> int:
-    from pipeline.vertex import compile_pipeline
+    from runners.vertex import compile_pipeline
 
     vcfg = _vertex_config(args)
     print(compile_pipeline(vcfg, args.output))
@@ -243,7 +245,7 @@ def cmd_vertex_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_vertex_submit(args: argparse.Namespace) -> int:
-    from pipeline import vertex
+    from runners import vertex
 
     vcfg = _vertex_config(args)
     spec = args.spec or vertex.compile_pipeline(vcfg, args.output)
@@ -380,10 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # dependency deprecation notices
         for noisy in ("apache_beam", "tensorflow", "absl"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    from ops.store import MetadataError
     from pipeline.configs import ConfigError
-    from pipeline.local import RunFailed, StoreBusy
-    from pipeline.metadata import MetadataError
     from pipeline.validation import DataValidationError
+    from runners.local import RunFailed, StoreBusy
 
     try:
         return args.func(args)

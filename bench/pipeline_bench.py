@@ -62,9 +62,10 @@ MODES = BEAM_MODES  # the DirectRunner modes, as the pipeline configures them
 
 def component_times(metadata_uri: str, pipeline_name: str) -> dict[str, dict]:
     """Seconds per component of the latest run, from ML Metadata's execution records."""
-    from pipeline import metadata
+    from ops.queries import Metadata
+    from ops.store import open_store
 
-    md = metadata.Metadata(metadata.open_store(metadata_uri), pipeline_name)
+    md = Metadata(open_store(metadata_uri), pipeline_name)
     run = md.latest_run()
     out = {}
     for name, c in run.components.items():
@@ -75,7 +76,7 @@ def component_times(metadata_uri: str, pipeline_name: str) -> dict[str, dict]:
 
 def child_ours(args) -> dict:
     from modules.hparams import HParams
-    from pipeline import local
+    from runners import local
 
     overrides = {"beam_pipeline_args": MODES[args.mode]}
     if args.train_steps:
@@ -111,9 +112,10 @@ def child_peer(args) -> dict:
 
 
 def _examples_uri(metadata_uri: str, pipeline_name: str) -> str:
-    from pipeline import metadata
+    from ops.queries import Metadata
+    from ops.store import open_store
 
-    run = metadata.Metadata(metadata.open_store(metadata_uri), pipeline_name).latest_run()
+    run = Metadata(open_store(metadata_uri), pipeline_name).latest_run()
     return run.output("CsvExampleGen" if pipeline_name.startswith("chicago") else "example_gen", "examples").uri
 
 

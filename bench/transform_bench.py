@@ -30,15 +30,16 @@ MODES = {"tf2": 0, "tf1_compat": 1}
 
 def transform_inputs(run_output: str) -> dict[str, dict]:
     """URIs and split names of the newest run's Transform inputs."""
-    from pipeline import metadata
+    from ops.queries import Metadata, prop
+    from ops.store import open_store
     from pipeline.configs import PIPELINE_NAME
 
-    md = metadata.Metadata(metadata.open_store(os.path.join(run_output, "metadata.sqlite")), PIPELINE_NAME)
+    md = Metadata(open_store(os.path.join(run_output, "metadata.sqlite")), PIPELINE_NAME)
     graph = md.latest_run().output("transform", "transform_graph")
     if graph is None:
         raise SystemExit(f"{run_output}: the newest run has no Transform output")
     _, inputs = md.producer(graph)
-    return {key: {"uri": inputs[key][0].uri, "split_names": metadata.prop(inputs[key][0], "split_names")}
+    return {key: {"uri": inputs[key][0].uri, "split_names": prop(inputs[key][0], "split_names")}
             for key in ("examples", "schema")}
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-_TYPES = {"int": int, "float": (int, float), "bool": bool, "tuple[int, ...]": tuple}
+_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool, "tuple[int, ...]": tuple}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,8 @@ class HParams:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             # bool is an int subclass: accept it only where a bool is wanted.
-            if isinstance(value, bool) != (field.type == "bool") or not isinstance(value, _TYPES[field.type]):
+            expected = _TYPES[str(field.type)]
+            if isinstance(value, bool) != (field.type == "bool") or not isinstance(value, expected):
                 raise ValueError(f"hparams.{field.name} must be {field.type}, got {value!r}")
         checks = {
             "batch_size": self.batch_size > 0,

@@ -1,10 +1,7 @@
 """TFX Trainer entry point: datasets, step-based training, export with serving signatures.
 
-The exported SavedModel embeds the tf.Transform graph and has three signatures:
-  * `serving_default`: serialized tf.Example -> {"probability"} (TF Serving, Vertex batch, TFMA);
-  * `serving_raw`: one dense tensor per raw feature -> {"probability"} (JSON clients);
-  * `transform_features`: serialized tf.Example -> transformed features, label included
-    (TFMA reads the label from it).
+The exported SavedModel embeds the tf.Transform graph and has the signatures that
+`modules/contract.py` names.
 """
 
 from __future__ import annotations
@@ -13,6 +10,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -21,14 +20,11 @@ from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from modules import features as F
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, serving_raw_spec
 from modules.hparams import HParams
 from modules.model import build_model
 
 logger = logging.getLogger(__name__)
-
-PREDICTION_KEY = "probability"
-SERVING_RAW_SIGNATURE = "serving_raw"
-TRANSFORM_SIGNATURE = "transform_features"
 
 
 # Splits up to this size (compressed TFRecords; ~2.2x that in memory) are read once and held
@@ -84,12 +80,6 @@ def _dataset(
     )
 
 
-def serving_raw_spec(tf_transform_output: tft.TFTransformOutput) -> dict[str, tf.TensorSpec]:
-    """The raw-feature signature's inputs: one dense [batch] tensor per feature the model reads."""
-    raw_spec = tf_transform_output.raw_feature_spec()
-    return {key: tf.TensorSpec([None], raw_spec[key].dtype, name=key) for key in F.raw_input_keys()}
-
-
 def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
     """[batch] dense with sentinels (NaN, MISSING_INT, MISSING_STRING) -> [batch, 1] sparse.
 
@@ -124,7 +114,7 @@ class _ServingModule(tf.Module):
             raw = tf.io.parse_example(examples, self._serving_parse_spec)
             return self._predict(raw)
 
-        @tf.function(input_signature=[serving_raw_spec(tf_transform_output)])
+        @tf.function(input_signature=[serving_raw_spec(raw_spec)])
         def serve_raw(features):
             return self._predict({k: _dense_to_sparse(v) for k, v in features.items()})
 
@@ -171,6 +161,35 @@ def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
     return True
 
 
+TRAINING_RECORD = "training.json"
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends training after exactly `steps` steps. Keras counts in epochs; the last epoch is cut
+    short here (its validation still runs) instead of rounding the budget up to whole epochs."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+        self.trained = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.trained += 1
+        if self.trained >= self.steps:
+            self.model.stop_training = True
+
+
+def fit_steps(model: keras.Model, train: tf.data.Dataset, steps: int, steps_per_eval: int,
+              callbacks: Sequence[keras.callbacks.Callback] = (), **fit_args: Any) -> int:
+    """Trains for exactly `steps` steps, validating every `steps_per_eval` steps and at the
+    end; returns the number of steps trained."""
+    stop = StopAtStep(steps)
+    steps_per_epoch = min(steps_per_eval, steps)
+    model.fit(train, steps_per_epoch=steps_per_epoch, epochs=math.ceil(steps / steps_per_epoch),
+              callbacks=[*callbacks, stop], **fit_args)
+    return stop.trained
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer callback: trains for `fn_args.train_steps` steps and exports the model."""
     hp = HParams.from_dict(fn_args.custom_config.get("hparams", {}))
@@ -184,22 +203,18 @@ def run_fn(fn_args: FnArgs) -> None:
     base_model = getattr(fn_args, "base_model", None)
     warm = {"base_model": base_model, "applied": bool(hp.warm_start and base_model and _warm_start(model, base_model))}
     logger.info("warm start: %s", warm)
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/warm_start.json", "w") as f:
-        f.write(json.dumps(warm))  # the record of what this model started from
 
     # Think in steps: an "epoch" here is only the interval between validations and summaries.
-    steps_per_epoch = min(hp.steps_per_eval, fn_args.train_steps)
     fit_started = time.monotonic()
-    model.fit(
-        train,
-        steps_per_epoch=steps_per_epoch,
-        epochs=math.ceil(fn_args.train_steps / steps_per_epoch),
-        validation_data=evaluation,
-        validation_steps=fn_args.eval_steps,
+    trained = fit_steps(
+        model, train, fn_args.train_steps, hp.steps_per_eval,
         callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
-        verbose=2,
+        validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2,
     )
+    # The record of how this model was made: what it started from and how long it trained.
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_RECORD}", "w") as f:
+        f.write(json.dumps({"warm_start": warm, "steps_trained": trained, "train_steps": fn_args.train_steps}))
     export_started = time.monotonic()
     export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
     logger.info("trainer seconds: set-up %.1f, fit %.1f, export %.1f", fit_started - started,

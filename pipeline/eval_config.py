@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow_model_analysis as tfma
 
 from modules import features as F
-from modules.trainer import PREDICTION_KEY, TRANSFORM_SIGNATURE
+from modules.contract import PREDICTION_KEY, TRANSFORM_SIGNATURE
 from pipeline.configs import EvalThresholds
 
 

@@ -1,11 +1,11 @@
 """DataGate: the component that stops a run before Transform when the data is not fit to train on.
 
 It reads what ExampleValidator found for the new span and adds drift against the previous span
-that passed (the schema's drift_comparator thresholds). Anomalies nobody accepted raise `DataValidationError`, so Transform,
-Trainer, Evaluator and Pusher never run and nothing is pushed. A pass publishes a `result`
-artifact (ExampleAnomalies: the drift anomalies and a copy of the statistics per split, plus
-gate.json with the accepted rows and every drift measurement). Later runs read these results:
-only spans that passed enter the training window, and drift is measured against them.
+that passed (the schema's drift_comparator thresholds). Anomalies nobody accepted raise
+`DataValidationError`, so Transform, Trainer, Evaluator and Pusher never run and nothing is
+pushed. A pass publishes a `result` artifact of its own type, `DataGateResult`. Later
+runs resolve these results (pipeline/resolvers.py): only the Examples artifacts a result
+judged enter a training window, and drift is measured against the newest earlier one.
 """
 
 from __future__ import annotations
@@ -24,18 +24,26 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
 from pipeline import validation as V
+from pipeline.lineage import GATE_RESULT_TYPE, span_of
 
 logger = logging.getLogger(__name__)
 
 GATE_FILE = "gate.json"
 
 
-def span_of(artifact: types.Artifact) -> int:
-    """The span of an ExampleGen output or a gate result; 0 without span folders. (ExampleGen
-    records it as a custom property, so `artifact.span` reads 0.)"""
-    if artifact.has_custom_property("span"):
-        return int(artifact.get_int_custom_property("span") or artifact.get_string_custom_property("span") or 0)
-    return 0
+class DataGateResult(types.Artifact):
+    """What the data gate passed: per split, the drift anomalies (SchemaDiff.pb) and a copy of
+    the statistics (FeatureStats.pb, the next span's drift reference), and gate.json. Only a
+    pass publishes one, so every DataGateResult stands for data fit to train on."""
+
+    # No PROPERTIES: KFP (the Vertex compiler) allows none on custom types; the split names
+    # are a custom property.
+    TYPE_NAME = GATE_RESULT_TYPE
+
+
+def split_dir(artifact: types.Artifact, split: str) -> str:
+    """A split's folder in an artifact (`Split-<name>`, TFX's layout)."""
+    return os.path.join(artifact.uri, f"Split-{split}")
 
 
 def _split_stats(artifact: types.Artifact, split: str):
@@ -57,10 +65,9 @@ class Executor(base_executor.BaseExecutor):
             rows += V.empty_data_rows(_split_stats(current, split), span=span, split=split)
             rows += V.anomaly_rows(V.load_anomalies(artifact_utils.get_split_uri([anomalies], split)), span=span, split=split)
 
-        # Drift against the newest earlier span that passed a gate (its statistics are kept in
-        # the gate's result, since StatisticsGen does not record the span).
-        earlier = [v for v in input_dict.get("verdicts", []) if span_of(v) < span]
-        reference = max(earlier, key=lambda v: (span_of(v), v.id), default=None)
+        # Drift against the newest earlier pass (resolved by drift_reference_resolver); its
+        # statistics are kept in the gate's result, since StatisticsGen does not record the span.
+        reference = (input_dict.get("reference") or [None])[0]
         drift: dict[str, list[V.Comparison]] = {}
         if reference is not None:
             found, drift = V.drift_by_split(current.uri, reference.uri, schema, splits, span)
@@ -71,9 +78,9 @@ class Executor(base_executor.BaseExecutor):
             raise V.DataValidationError(rejected, accepted)
 
         result = output_dict["result"][0]
-        result.split_names = artifact_utils.encode_split_names(splits)
+        result.set_string_custom_property("split_names", artifact_utils.encode_split_names(splits))
         for split in splits:
-            out_dir = artifact_utils.get_split_uri([result], split)
+            out_dir = split_dir(result, split)
             fileio.makedirs(out_dir)
             found = [r for r in rows if r["split"] == split and r["kind"] in V.DRIFT_KINDS]
             io_utils.write_bytes_file(os.path.join(out_dir, "SchemaDiff.pb"), _as_anomalies(found).SerializeToString())
@@ -107,8 +114,7 @@ def _as_anomalies(rows: list[dict]):
 
 
 def read_result(artifact_uri: str) -> dict:
-    with open(os.path.join(artifact_uri, GATE_FILE)) as f:
-        return json.load(f)
+    return json.loads(io_utils.read_string_file(os.path.join(artifact_uri, GATE_FILE)))
 
 
 class DataGateSpec(types.ComponentSpec):
@@ -121,10 +127,10 @@ class DataGateSpec(types.ComponentSpec):
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
         "schema": ChannelParameter(type=standard_artifacts.Schema),
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
-        # Every earlier pass (this component's own results).
-        "verdicts": ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
+        # The drift reference: the newest earlier pass (this component's own result).
+        "reference": ChannelParameter(type=DataGateResult, optional=True),
     }
-    OUTPUTS = {"result": ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
+    OUTPUTS = {"result": ChannelParameter(type=DataGateResult)}
 
 
 class DataGate(base_component.BaseComponent):
@@ -133,9 +139,9 @@ class DataGate(base_component.BaseComponent):
     SPEC_CLASS = DataGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, examples, statistics, schema, anomalies, verdicts=None, accept: tuple[str, ...] = ()):
+    def __init__(self, examples, statistics, schema, anomalies, reference=None, accept: tuple[str, ...] = ()):
         super().__init__(DataGateSpec(
             examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
-            verdicts=verdicts, accept=json.dumps(sorted(accept)),
-            result=types.Channel(type=standard_artifacts.ExampleAnomalies),
+            reference=reference, accept=json.dumps(sorted(accept)),
+            result=types.Channel(type=DataGateResult),
         ))

@@ -55,14 +55,20 @@ EVALUATOR = "evaluator"
 PUSHER = "pusher"
 
 
-def module_fingerprint() -> str:
-    """Digest of the code under modules/. Changing the code changes Transform's and the
-    Trainer's configuration, so their cached outputs are not reused for new code."""
-    root = pathlib.Path(F.__file__).parent
+# The user code each component runs: a change to a file re-runs only the components that
+# depend on it (editing model.py re-runs the Trainer, not Transform).
+TRANSFORM_CODE = ("features.py", "preprocessing.py")
+TRAINER_CODE = ("features.py", "contract.py", "hparams.py", "model.py", "trainer.py")
+
+
+def code_fingerprint(files: tuple[str, ...], root: str | None = None) -> str:
+    """Digest of these files under modules/ (or `root`): part of a component's configuration,
+    so that a code change invalidates its cached outputs."""
+    folder = pathlib.Path(root or pathlib.Path(F.__file__).parent)
     digest = hashlib.sha256()
-    for path in sorted(root.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for name in sorted(files):
+        digest.update(name.encode())
+        digest.update((folder / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -77,7 +83,8 @@ def create_pipeline(
       metadata_connection_config: ML Metadata connection for local runs; None lets the
         orchestrator provide one (Vertex).
     """
-    fingerprint = cfg.module_fingerprint or module_fingerprint()
+    transform_code = cfg.module_fingerprint or code_fingerprint(TRANSFORM_CODE)
+    trainer_code = cfg.module_fingerprint or code_fingerprint(TRAINER_CODE)
     output_config = example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in cfg.split_buckets],
@@ -119,9 +126,8 @@ def create_pipeline(
     history = {}
     nodes = []
     if cfg.continuous_training:
-        reference = resolvers.earlier_pass_resolver(EXAMPLE_GEN, DATA_GATE).with_id(DRIFT_REFERENCE_RESOLVER)
-        reference.add_upstream_node(example_gen)  # it must see this run's span
-        history["verdicts"] = reference.outputs["verdicts"]
+        reference = resolvers.earlier_pass_resolver(example_gen.outputs["examples"], DATA_GATE).with_id(DRIFT_REFERENCE_RESOLVER)
+        history["reference"] = reference.outputs["verdicts"]
         nodes.append(reference)
     gate = data_gate.DataGate(
         examples=example_gen.outputs["examples"],
@@ -144,14 +150,14 @@ def create_pipeline(
         examples=training_examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"module_fingerprint": fingerprint},
+        custom_config={"module_fingerprint": transform_code},
         # StatisticsGen already describes the raw data; skipping Transform's own pre- and
         # post-transform statistics saves a full pass over the data.
         disable_statistics=True,
     ).with_id(TRANSFORM)
     transform.add_upstream_node(gate)
 
-    trainer_config = {"hparams": cfg.hparams.to_dict(), "module_fingerprint": fingerprint}
+    trainer_config = {"hparams": cfg.hparams.to_dict(), "module_fingerprint": trainer_code}
     trainer_class = Trainer
     if cfg.vertex_training:
         from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
@@ -160,8 +166,8 @@ def create_pipeline(
         trainer_config.update(cfg.vertex_training.custom_config())
     warm_start = {}
     if cfg.continuous_training:
-        warm_start_resolver = resolvers.warm_start_resolver(EXAMPLE_GEN).with_id(WARM_START_RESOLVER)
-        warm_start_resolver.add_upstream_node(example_gen)  # it must see this run's span
+        warm_start_resolver = resolvers.warm_start_resolver(DATA_GATE).with_id(WARM_START_RESOLVER)
+        warm_start_resolver.add_upstream_node(gate)  # it must see this run's pass
         warm_start = {"base_model": warm_start_resolver.outputs["model"]}
         nodes.append(warm_start_resolver)
     trainer = trainer_class(

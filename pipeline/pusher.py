@@ -18,6 +18,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from pipeline import lineage
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,10 +35,8 @@ def _digest(model_dir: str) -> str:
 
 
 def newest_version_dir(base_directory: str) -> str | None:
-    if not fileio.exists(base_directory):
-        return None
-    versions = [name.rstrip("/") for name in fileio.listdir(base_directory) if name.rstrip("/").isdigit()]
-    return os.path.join(base_directory, max(versions, key=int)) if versions else None
+    versions = lineage.serving_versions(base_directory)
+    return os.path.join(base_directory, str(versions[-1])) if versions else None
 
 
 class Executor(pusher_executor.Executor):

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
@@ -40,24 +41,28 @@ class DataValidationError(RuntimeError):
         )
 
 
+# Artifact URIs are not file paths (gs:// on Vertex): every read goes through tf.io.gfile.
 def load_schema(path: str) -> schema_pb2.Schema:
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         return text_format.Parse(f.read(), schema_pb2.Schema())
 
 
 def load_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
     """FeatureStats.pb as written by StatisticsGen (one split's folder or the file itself)."""
-    if os.path.isdir(path):
+    if tf.io.gfile.isdir(path):
         path = os.path.join(path, "FeatureStats.pb")
-    return tfdv.load_stats_binary(path)
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        stats.ParseFromString(f.read())
+    return stats
 
 
 def load_anomalies(path: str) -> anomalies_pb2.Anomalies:
     """SchemaDiff.pb as written by ExampleValidator (one split's folder or the file itself)."""
-    if os.path.isdir(path):
+    if tf.io.gfile.isdir(path):
         path = os.path.join(path, "SchemaDiff.pb")
     anomalies = anomalies_pb2.Anomalies()
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         anomalies.ParseFromString(f.read())
     return anomalies
 

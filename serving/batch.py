@@ -24,7 +24,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from modules import features as F
-from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE
 from serving.model_store import dense_columns, input_dtypes
 
 DEAD_LETTER = "dead_letter"

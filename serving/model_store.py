@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from modules import features as F
-from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from pipeline import lineage
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +55,7 @@ def dense_columns(values: dict[str, list[Any]], dtypes: dict[str, tf.DType]) -> 
 
 def list_versions(base_dir: str) -> list[int]:
     """Version numbers under `base_dir` that hold a SavedModel, ascending."""
-    if not os.path.isdir(base_dir):
-        return []
-    versions = []
-    for name in os.listdir(base_dir):
-        if name.isdigit() and tf.saved_model.contains_saved_model(os.path.join(base_dir, name)):
-            versions.append(int(name))
-    return sorted(versions)
+    return lineage.serving_versions(base_dir)
 
 
 @dataclasses.dataclass(frozen=True)

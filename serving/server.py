@@ -103,9 +103,9 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def create_app(cfg: ServerConfig, store: ModelStore | None = None) -> web.Application:
-    """The aiohttp application. `store` defaults to the newest version under cfg.model_dir."""
-    store = store or ModelStore(cfg.model_dir, cfg.pinned_version)
+def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.Application:
+    """The aiohttp application. `model_store` defaults to the newest version under cfg.model_dir."""
+    store = model_store if model_store is not None else ModelStore(cfg.model_dir, cfg.pinned_version)
     # TF releases the GIL in its kernels; one thread keeps model calls in order and batched.
     executor = ThreadPoolExecutor(max_workers=1 if cfg.batching else 2, thread_name_prefix="model")
     app = web.Application(middlewares=[_access_log_middleware], client_max_size=32 * 1024 * 1024)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import pathlib
+import shutil
 import socket
 
 import tensorflow as tf
@@ -16,8 +17,6 @@ from pipeline import pipeline as P
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA_CSV = ROOT / "data" / "taxi.csv"
 SCHEMA_PATH = ROOT / "schemas" / "schema.pbtxt"
-# End-to-end runs use the first SAMPLE_ROWS rows of the data.
-SAMPLE_ROWS = 3000
 
 
 def load_schema():
@@ -134,7 +133,7 @@ EXPECTED_EDGES_CONTINUOUS = {
     P.DATA_GATE: {P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR, P.DRIFT_REFERENCE_RESOLVER},
     P.SPAN_WINDOW_RESOLVER: {P.DATA_GATE},
     P.BASELINE_RESOLVER: {P.TRAINER},
-    P.WARM_START_RESOLVER: {P.EXAMPLE_GEN},
+    P.WARM_START_RESOLVER: {P.DATA_GATE},
     P.TRANSFORM: {P.SPAN_WINDOW_RESOLVER, P.SCHEMA_IMPORTER, P.DATA_GATE},
     P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER},
 }
@@ -145,3 +144,79 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- Spans of real rows ------------------------------------------------------------------------
+
+SPAN_ROWS = 3000
+# Rows the test models never train on (the story's spans are rows 0-12,000).
+UNSEEN_START = 12000
+
+
+def raw_frame():
+    """The bundled CSV as text, exactly as written (no type guessing, empty cells stay empty)."""
+    import pandas as pd
+
+    return pd.read_csv(DATA_CSV, dtype=str, keep_default_na=False)
+
+
+def span_rows(span: int):
+    """Span N of the test spans: rows (N-1)*3000 .. N*3000 of the bundled data."""
+    return raw_frame().iloc[(span - 1) * SPAN_ROWS: span * SPAN_ROWS]
+
+
+def write_span(data_root, span: int, frame=None, text: str | None = None) -> str:
+    folder = pathlib.Path(data_root) / f"span-{span}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    path = folder / "taxi.csv"
+    if text is not None:
+        path.write_text(text)
+    else:
+        (span_rows(span) if frame is None else frame).to_csv(path, index=False)
+    return str(data_root)
+
+
+def drifted(span: int):
+    """Span N with every trip paid in cash at 3 am: drift in payment_type and trip_start_hour."""
+    return span_rows(span).assign(payment_type="Cash", trip_start_hour="3")
+
+
+def bad_rows(span: int):
+    """Span N with three problems: no fare column, text in trip_miles, a flood of unseen
+    payment types and companies."""
+    frame = span_rows(span).drop(columns=["fare"])
+    frame.loc[frame.index[::50], "trip_miles"] = "about five"
+    flooded = frame.index[: len(frame) // 2]
+    frame.loc[flooded, "payment_type"] = [f"Wallet-{i % 40}" for i in range(len(flooded))]
+    frame.loc[flooded, "company"] = [f"New Cab Co {i % 200}" for i in range(len(flooded))]
+    return frame
+
+
+def snapshot(cfg) -> dict:
+    """Every execution and artifact record of a store, and every served file's digest."""
+    import hashlib
+
+    from ops.store import open_store
+
+    db = open_store(cfg.metadata_uri)
+    served = {}
+    for dirpath, _, files in os.walk(cfg.serving_model_dir):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                served[os.path.relpath(path, cfg.serving_model_dir)] = hashlib.sha256(f.read()).hexdigest()
+    executions = db.get_executions()
+    return {
+        "executions": {e.id: e.SerializeToString(deterministic=True) for e in executions},
+        "artifacts": {a.id: a.SerializeToString(deterministic=True) for a in db.get_artifacts()},
+        "events": len(db.get_events_by_execution_ids([e.id for e in executions])),
+        "served": served,
+    }
+
+
+def changed_records(before: dict, after: dict) -> dict[str, list[int]]:
+    """Earlier execution and artifact records that differ (new ones may be added)."""
+    return {kind: [i for i, record in before[kind].items() if after[kind].get(i) != record]
+            for kind in ("executions", "artifacts")}

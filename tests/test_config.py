@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -79,7 +81,7 @@ def test_local_beam_args_name_the_dependency_so_tfx_builds_no_sdist(mode, monkey
 def test_building_the_local_pipeline_imports_no_google_cloud_sdk():
     """tfx.v1 imports google-cloud-aiplatform through its extensions: 2.4 s in every process."""
     code = (
-        "import sys; from pipeline import local; from modules import trainer; "
+        "import sys; from runners import local; from modules import trainer; "
         "local.P.create_pipeline(local.build_config('/tmp/unused', 'data', 'schemas/schema.pbtxt')); "
         "print(sorted(m for m in sys.modules if m == 'tfx.v1' or m.startswith('google.cloud.aiplatform')))"
     )
@@ -137,17 +139,36 @@ def test_pipeline_wiring(tmp_path):
     assert pipeline_edges(P.create_pipeline(cfg(tmp_path, continuous_training=False))) == EXPECTED_EDGES
 
 
-def test_hparams_and_code_reach_the_trainer_config(tmp_path):
+def _custom_config(pipeline, component_id: str) -> dict:
+    component = next(c for c in pipeline.components if c.id == component_id)
+    return json.loads(component.exec_properties["custom_config"])
+
+
+def test_hparams_reach_the_trainer_config(tmp_path):
     hp = HParams(learning_rate=0.01)
-    pipeline = P.create_pipeline(cfg(tmp_path, hparams=hp))
-    trainer = next(c for c in pipeline.components if c.id == P.TRAINER)
-    import json
-
-    custom = json.loads(trainer.exec_properties["custom_config"])
+    custom = _custom_config(P.create_pipeline(cfg(tmp_path, hparams=hp)), P.TRAINER)
     assert HParams.from_dict(custom["hparams"]) == hp
-    assert custom["module_fingerprint"] == P.module_fingerprint()
 
 
-def test_config_is_frozen(tmp_path):
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg(tmp_path).train_steps = 5
+@pytest.mark.parametrize("edited, reruns", [
+    ("model.py", {P.TRAINER}),
+    ("trainer.py", {P.TRAINER}),
+    ("hparams.py", {P.TRAINER}),
+    ("preprocessing.py", {P.TRANSFORM}),
+    ("features.py", {P.TRANSFORM, P.TRAINER}),
+])
+def test_editing_user_code_changes_only_the_cache_keys_of_components_that_run_it(tmp_path, edited, reruns):
+    """A component's cache key holds the digest of the code it runs, and only that code."""
+    modules_dir = pathlib.Path(P.F.__file__).parent
+    copy = tmp_path / "modules"
+    shutil.copytree(modules_dir, copy)
+    keys = {P.TRANSFORM: P.TRANSFORM_CODE, P.TRAINER: P.TRAINER_CODE}
+    before = {c: P.code_fingerprint(files, str(copy)) for c, files in keys.items()}
+    with open(copy / edited, "a") as f:
+        f.write("\n# edited\n")
+    after = {c: P.code_fingerprint(files, str(copy)) for c, files in keys.items()}
+    assert {c for c in keys if before[c] != after[c]} == reruns
+    # And create_pipeline puts those digests into each component's configuration.
+    pipeline = P.create_pipeline(cfg(tmp_path))
+    for component, files in keys.items():
+        assert _custom_config(pipeline, component)["module_fingerprint"] == P.code_fingerprint(files)

@@ -11,9 +11,10 @@ from test_model import batch
 
 from helpers import dense_columns, to_example
 from modules import features as F
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE
 from modules.hparams import HParams
 from modules.model import build_model
-from modules.trainer import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, export_serving_model
+from modules.trainer import export_serving_model
 
 
 @pytest.fixture(scope="module")

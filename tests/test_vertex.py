@@ -15,8 +15,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import runner
 from helpers import EXPECTED_EDGES, ROOT
 from pipeline import pipeline as P
-from pipeline import vertex
 from pipeline.configs import ConfigError
+from runners import vertex
 
 pytestmark = pytest.mark.vertex
 
@@ -140,7 +140,8 @@ def test_no_local_path_leaks_into_the_spec(compiled):
 def _normalized(job: dict) -> str:
     """The spec with what legitimately changes per build masked (code digest, versions)."""
     text = json.dumps(job, indent=1, sort_keys=True)
-    text = text.replace(P.module_fingerprint(), "<module-fingerprint>")
+    text = text.replace(P.code_fingerprint(P.TRANSFORM_CODE), "<transform-code>")
+    text = text.replace(P.code_fingerprint(P.TRAINER_CODE), "<trainer-code>")
     job = json.loads(text)
     job.pop("labels", None)
     job["pipelineSpec"].pop("sdkVersion", None)
@@ -178,7 +179,27 @@ def test_dry_run_is_the_request_submit_sends(compiled, monkeypatch):
         return created
 
     monkeypatch.setattr(PipelineServiceClient, "create_pipeline_job", fake_create)
+    # Before creating the job, the SDK checks that the pipeline root's bucket exists and belongs
+    # to the project (Cloud Storage and Resource Manager calls): answered here at those
+    # clients' boundaries, never sent.
+    import google.auth
+    from google.cloud import resourcemanager_v3, storage
+
+    gets = []
+
+    def fake_get_resource(self, path, *args, **kwargs):
+        gets.append(path)
+        return {"name": path.rsplit("/", 1)[-1], "projectNumber": "123456789"}
+
+    def fake_get_project(self, request=None, *, name=None, **kwargs):
+        gets.append(name)
+        return resourcemanager_v3.Project(name="projects/123456789", project_id="my-project")
+
+    monkeypatch.setattr(storage.Client, "_get_resource", fake_get_resource)
+    monkeypatch.setattr(resourcemanager_v3.ProjectsClient, "get_project", fake_get_project)
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "my-project"))
     vertex.submit(vcfg, job)
+    assert gets == ["/b/my-bucket", "/b/my-bucket", "projects/my-project"]
     assert sent == dry
     assert sent["parent"] == "projects/my-project/locations/europe-west4"
     assert sent["pipeline_job"]["serviceAccount"] == SETTINGS["service_account"]

@@ -1,70 +1,293 @@
-"""Fixtures for end-to-end tests: real pipeline runs, and a real MariaDB server."""
+"""Fixtures for end-to-end tests: one shared story of real pipeline runs, and a MariaDB server.
+
+The story is what a production pipeline lives through, in one metadata store, each step a
+session fixture that builds on the one before (so each runs once, whichever test asks first):
+
+  s1_first        span 1 arrives: trained, blessed, pushed (version 1)
+  s2_rerun        the same data again: every component is a cache hit
+  s3_span2        span 2 arrives (other learning rate): window {1, 2}, warm start, pushed (v2)
+  s4_weaker       span 2 with a 1-step model from scratch: not blessed, nothing pushed
+  s5_drift        span 3 with drifted payment types and hours: rejected at the gate
+  s6_removed      span 3's folder removed: the re-run is all cache hits again
+  s7_redelivered  span 2 re-delivered with bad rows: rejected, naming every problem
+  s8_empty        span 3 arrives with a header and no rows: rejected (EMPTY_DATA)
+  s9_span3        span 3 arrives good, through the CLI: killed while training (a second run
+                  meanwhile is refused the store), then re-run to completion
+  s10_accepted    span 4 drifts, and the operator accepts it: trained, on record
+
+Each step leaves a copy of the store as it was right after it (`Step.store`), so a test of
+"after span 2" is not disturbed by the steps after it. Artifacts are never deleted, so the
+copies' URIs stay valid.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
+from ml_metadata.proto import metadata_store_pb2
 
-from helpers import DATA_CSV, SAMPLE_ROWS, SCHEMA_PATH, free_port
+from helpers import DATA_CSV, ROOT, SCHEMA_PATH, bad_rows, drifted, free_port, snapshot, span_rows, write_span
 from modules.hparams import HParams
-from pipeline import configs, local
+from ops import queries, store
+from pipeline import configs, lineage
+from pipeline import pipeline as P
+from pipeline.validation import DataValidationError
+from runners import local
 
-SAMPLE_STEPS = 300
-
-
-def write_sample(path, n: int) -> str:
-    """The first n data rows of the bundled CSV, header included."""
-    os.makedirs(path, exist_ok=True)
-    with open(DATA_CSV) as src, open(os.path.join(path, "taxi.csv"), "w") as dst:
-        for i, line in enumerate(src):
-            if i > n:
-                break
-            dst.write(line)
-    return str(path)
-
-
-def sample_config(root, **overrides) -> configs.PipelineConfig:
-    values = dict(
-        train_steps=SAMPLE_STEPS,
-        eval_steps=5,
-        # 2,000 training rows: a lower bar than the full data's, still far above chance.
-        thresholds=configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8),
-    )
-    values.update(overrides)
-    return configs.local_config(str(root / "out"), write_sample(root / "data", SAMPLE_ROWS), str(SCHEMA_PATH), **values)
+# Short training with a validation every 100 steps: 250 is not a multiple of 100, so a run that
+# rounded steps up to whole "epochs" would train 300.
+STEPS = 250
+HPARAMS = HParams(steps_per_eval=100)
+# 2,000 training rows: a lower bar than the full data's, still far above chance. A new span's
+# model may be a little worse than the served one and still be pushed: these tests are about
+# windows, warm start and faults, not about the (noisy) comparison on 1,000 eval rows.
+THRESHOLDS = configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8, max_auc_regression=0.05, max_accuracy_regression=0.05)
 
 
-def retrain_config(cfg: configs.PipelineConfig) -> configs.PipelineConfig:
-    """Same data, other hyperparameters; may be a little worse than the first model and still
-    be pushed, so that there are two pushed models to compare."""
-    return cfg.replace(
-        hparams=HParams(learning_rate=0.001, hidden_units=(64, 32)),
-        thresholds=configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8, max_auc_regression=0.05, max_accuracy_regression=0.05),
-    )
+# --- The story -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Step:
+    """One step of the story: its config, what the run returned (summary, or the gate's
+    rejection), and a copy of the store right after it."""
+
+    cfg: configs.PipelineConfig
+    summary: dict | None
+    store: str
+    rejected: DataValidationError | None = None
+    before: dict | None = None  # snapshot of records and served files before the step
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def metadata(self) -> queries.Metadata:
+        return queries.Metadata(store.open_store(self.store), self.cfg.pipeline_name)
+
+
+class Story:
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        self.data = root / "data"
+        self.out = root / "out"
+        self.snapshots = root / "snapshots"
+        self.snapshots.mkdir(parents=True)
+        self.cfg: configs.PipelineConfig | None = None
+
+    def config(self, **overrides) -> configs.PipelineConfig:
+        values = dict(train_steps=STEPS, eval_steps=5, thresholds=THRESHOLDS, hparams=HPARAMS)
+        values.update(overrides)
+        return configs.local_config(str(self.out), str(self.data), str(SCHEMA_PATH), **values)
+
+    def keep(self, name: str, cfg, summary=None, rejected=None, before=None, **extra) -> Step:
+        copy = self.snapshots / f"{name}.sqlite"
+        shutil.copy(cfg.metadata_uri, copy)
+        return Step(cfg, summary, str(copy), rejected, before, extra)
+
+    def run(self, name: str, cfg) -> Step:
+        before = snapshot(cfg) if os.path.exists(cfg.metadata_uri) else None
+        return self.keep(name, cfg, local.run(cfg), before=before)
+
+    def reject(self, name: str, cfg) -> Step:
+        before = snapshot(cfg)
+        with pytest.raises(DataValidationError) as failure:
+            local.run(cfg)
+        return self.keep(name, cfg, rejected=failure.value, before=before)
 
 
 @pytest.fixture(scope="session")
-def sample_run(tmp_path_factory):
-    """One run of the pipeline on the sample, SQLite metadata: (config, summary)."""
-    cfg = sample_config(tmp_path_factory.mktemp("e2e"))
+def story(tmp_path_factory) -> Story:
+    return Story(tmp_path_factory.mktemp("story"))
+
+
+@pytest.fixture(scope="session")
+def s1_first(story) -> Step:
+    write_span(story.data, 1)
+    return story.run("s1", story.config())
+
+
+@pytest.fixture(scope="session")
+def s2_rerun(story, s1_first) -> Step:
+    return story.run("s2", s1_first.cfg)
+
+
+LR_SPAN2 = 0.001
+
+
+@pytest.fixture(scope="session")
+def s3_span2(story, s2_rerun) -> Step:
+    write_span(story.data, 2)
+    return story.run("s3", story.config(hparams=HPARAMS.replace(learning_rate=LR_SPAN2)))
+
+
+@pytest.fixture(scope="session")
+def s4_weaker(story, s3_span2) -> Step:
+    # One step from scratch: far worse than the served model.
+    return story.run("s4", s3_span2.cfg.replace(train_steps=1, hparams=HPARAMS.replace(warm_start=False)))
+
+
+@pytest.fixture(scope="session")
+def s5_drift(story, s4_weaker) -> Step:
+    write_span(story.data, 3, frame=drifted(3))
+    return story.reject("s5", s3_span2_cfg(story))
+
+
+def s3_span2_cfg(story: Story) -> configs.PipelineConfig:
+    """Span 2's configuration: what an unchanged daily run uses."""
+    return story.config(hparams=HPARAMS.replace(learning_rate=LR_SPAN2))
+
+
+@pytest.fixture(scope="session")
+def s6_removed(story, s5_drift) -> Step:
+    shutil.rmtree(story.data / "span-3")
+    return story.run("s6", s3_span2_cfg(story))
+
+
+@pytest.fixture(scope="session")
+def s7_redelivered(story, s6_removed) -> Step:
+    write_span(story.data, 2, frame=bad_rows(2))
+    return story.reject("s7", s3_span2_cfg(story))
+
+
+@pytest.fixture(scope="session")
+def s8_empty(story, s7_redelivered) -> Step:
+    write_span(story.data, 3, text=",".join(span_rows(3).columns) + "\n")
+    return story.reject("s8", s3_span2_cfg(story))
+
+
+def cli_run(cfg: configs.PipelineConfig, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "runner.py"), "run", "--data", cfg.data_root, "--schema", str(SCHEMA_PATH),
+         "--output", os.path.dirname(cfg.metadata_uri), "--train-steps", str(cfg.train_steps),
+         "--hparams", json.dumps(cfg.hparams.to_dict()), "--json", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_training(cfg: configs.PipelineConfig, proc: subprocess.Popen, timeout: float = 300) -> int:
+    """Waits until the Trainer is running and has written its first summaries (it is inside
+    fit); returns the Trainer's execution id."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before training: {proc.stderr.read()[-3000:]}")
+        db = store.open_store(cfg.metadata_uri)
+        md = queries.Metadata(db, cfg.pipeline_name)
+        for e in db.get_executions():
+            if e.last_known_state == metadata_store_pb2.Execution.RUNNING and md.component_of(e.id) == P.TRAINER:
+                # Output artifacts are recorded when the execution is published; until then,
+                # TFX's layout says where the TensorBoard logs go: <root>/trainer/model_run/<id>.
+                if os.path.isdir(os.path.join(cfg.pipeline_root, P.TRAINER, "model_run", str(e.id), "train")):
+                    return e.id
+        time.sleep(0.3)
+    pytest.fail("the Trainer never started training")
+
+
+@pytest.fixture(scope="session")
+def s9_span3(story, s8_empty) -> Step:
+    write_span(story.data, 3)
+    cfg = s3_span2_cfg(story).replace(train_steps=600)
+    before = snapshot(cfg)
+    first = cli_run(cfg)
+    killed = wait_for_training(cfg, first)
+    # A second run while the first holds the store: refused at once.
+    second = cli_run(cfg)
+    out2, err2 = second.communicate(timeout=300)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    rerun = cli_run(cfg)
+    out, err = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, err[-3000:]
+    return story.keep("s9", cfg, json.loads(out), before=before, killed_execution=killed,
+                      second=(second.returncode, out2, err2))
+
+
+@pytest.fixture(scope="session")
+def s10_accepted(story, s9_span3) -> Step:
+    write_span(story.data, 4, frame=drifted(4))
+    cfg = s3_span2_cfg(story).replace(train_steps=50, accept_anomalies=("payment_type:COMPARATOR_L_INFTY_HIGH", "trip_start_hour"))
+    return story.run("s10", cfg)
+
+
+# --- A clone of a step, for tests that change the store ----------------------------------------
+
+@pytest.fixture
+def clone(tmp_path):
+    """clone(step): a copy of a step's store and of the served models, for a test that changes
+    them; returns the step's config pointing at the copies."""
+
+    def make(step: Step) -> configs.PipelineConfig:
+        out = tmp_path / "clone"
+        out.mkdir()
+        shutil.copy(step.store, out / "metadata.sqlite")
+        # The serving folder as it was after the step: the versions its store had pushed.
+        pushed = {lineage.pushed_version(a) for a in lineage.pushed_models(store.open_store(step.store), step.cfg.pipeline_name)}
+        for version in pushed:
+            shutil.copytree(os.path.join(step.cfg.serving_model_dir, version), out / "serving" / version)
+        return step.cfg.replace(metadata_uri=str(out / "metadata.sqlite"), serving_model_dir=str(out / "serving"))
+
+    return make
+
+
+# --- The full data ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def full_data_run(tmp_path_factory):
+    """The default configuration on all 15,002 rows: (config, summary)."""
+    root = tmp_path_factory.mktemp("full")
+    (root / "data").mkdir()
+    shutil.copy(DATA_CSV, root / "data" / "taxi.csv")
+    cfg = local.build_config(str(root / "out"), str(root / "data"), str(SCHEMA_PATH))
     return cfg, local.run(cfg)
 
 
-@pytest.fixture(scope="session")
-def sqlite_history(sample_run):
-    """The sample run, then an unchanged re-run (cached), then a retrain with other
-    hyperparameters: summaries in run order."""
-    cfg, first = sample_run
-    rerun = local.run(cfg)
-    retrain = local.run(retrain_config(cfg))
-    return cfg, [first, rerun, retrain]
+# --- The CLI and a browser --------------------------------------------------------------------
 
+@pytest.fixture
+def cli(capsys):
+    """runner.main in this process: (exit code, stdout, stderr)."""
+    import runner
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        code = runner.main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """Loads a page in headless Chromium (Debian's package): returns (DOM, screenshot path)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is not installed: run scripts/ensure-test-tools.sh (make test does)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    shots = tmp_path_factory.mktemp("screenshots")
+
+    def load(html_path) -> tuple[str, pathlib.Path]:
+        profile = tempfile.mkdtemp(prefix="chromium-")
+        done = subprocess.run([chromium, *flags, f"--user-data-dir={profile}", "--dump-dom", f"file://{html_path}"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        shot = shots / (pathlib.Path(html_path).stem + ".png")
+        subprocess.run([chromium, *flags, f"--user-data-dir={profile}", "--window-size=1280,2400",
+                        f"--screenshot={shot}", f"file://{html_path}"], capture_output=True, timeout=120, check=True)
+        shutil.rmtree(profile, ignore_errors=True)
+        return done.stdout, shot
+
+    return load
+
+
+# --- MariaDB ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def mariadb():
@@ -72,7 +295,7 @@ def mariadb():
     user and password. Yields a URI for a database that MLMD creates on first connection.
 
     (Not PostgreSQL: ml-metadata 1.16's PostgreSQL backend writes strings containing a
-    backslash as 'E'... , a SQL syntax error, and TFX stores JSON with escapes; see README.)
+    backslash as 'E'... , a SQL syntax error, and TFX stores JSON with escapes; see docs/.)
     """
     server = "/usr/sbin/mariadbd"
     if not os.path.exists(server):
@@ -106,80 +329,3 @@ def mariadb():
         proc.wait(timeout=60)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def mariadb_history(mariadb, tmp_path_factory):
-    """Two runs on the sample against the MariaDB store (a first model, then a retrain)."""
-    cfg = sample_config(tmp_path_factory.mktemp("e2e_mariadb"), metadata_uri=mariadb, train_steps=150)
-    first = local.run(cfg)
-    second = local.run(retrain_config(cfg))
-    return cfg, [first, second]
-
-
-# --- Spans, continuous training and fault cases ---------------------------------------------
-
-SPAN_ROWS = 3000
-# New spans may be a little worse than the served model and still be pushed: these tests are
-# about windows, warm start and faults, not about the (noisy) comparison on 1,000 eval rows.
-CT_THRESHOLDS = configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8, max_auc_regression=0.05, max_accuracy_regression=0.05)
-
-
-def raw_frame():
-    """The bundled CSV as text, exactly as written (no type guessing, empty cells stay empty)."""
-    import pandas as pd
-
-    return pd.read_csv(DATA_CSV, dtype=str, keep_default_na=False)
-
-
-def span_rows(span: int):
-    """Span N of the test spans: rows (N-1)*3000 .. N*3000 of the bundled data."""
-    return raw_frame().iloc[(span - 1) * SPAN_ROWS: span * SPAN_ROWS]
-
-
-def write_span(data_root, span: int, frame=None, text: str | None = None) -> str:
-    folder = pathlib.Path(data_root) / f"span-{span}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "taxi.csv"
-    if text is not None:
-        path.write_text(text)
-    else:
-        (span_rows(span) if frame is None else frame).to_csv(path, index=False)
-    return str(data_root)
-
-
-def ct_config(out_dir, data_root, **overrides) -> configs.PipelineConfig:
-    values = dict(train_steps=SAMPLE_STEPS, eval_steps=5, thresholds=CT_THRESHOLDS)
-    values.update(overrides)
-    return configs.local_config(str(out_dir), str(data_root), str(SCHEMA_PATH), **values)
-
-
-def clone(cfg: configs.PipelineConfig, dest, data_root, **overrides) -> configs.PipelineConfig:
-    """A copy of a finished pipeline's metadata store and served models under `dest`, for a run
-    on other data. Artifacts of the original stay where they are (read, never written)."""
-    out = pathlib.Path(dest) / "out"
-    out.mkdir(parents=True)
-    shutil.copy(cfg.metadata_uri, out / "metadata.sqlite")
-    shutil.copytree(cfg.serving_model_dir, out / "serving")
-    values = dict(train_steps=cfg.train_steps, eval_steps=cfg.eval_steps, thresholds=cfg.thresholds)
-    values.update(overrides)
-    return configs.local_config(str(out), str(data_root), str(SCHEMA_PATH), **values)
-
-
-@pytest.fixture(scope="session")
-def ct_base(tmp_path_factory):
-    """Span 1 ingested, trained, blessed and pushed: (config, summary)."""
-    root = tmp_path_factory.mktemp("ct_base")
-    cfg = ct_config(root / "out", write_span(root / "data", 1))
-    return cfg, local.run(cfg)
-
-
-@pytest.fixture(scope="session")
-def ct_history(ct_base, tmp_path_factory):
-    """Then span 2 arrives: (config, [span 1 summary, span 2 summary])."""
-    base_cfg, first = ct_base
-    root = tmp_path_factory.mktemp("ct_history")
-    data = write_span(root / "data", 1)
-    write_span(data, 2)
-    cfg = clone(base_cfg, root, data)
-    return cfg, [first, local.run(cfg)]

@@ -1,126 +1,246 @@
-"""Continuous training on spans: the rolling window, warm start, blessing against the served
-model, rollback, skew checks and the HTML report, all on real pipeline runs."""
+"""Continuous training on spans, on the story's real pipeline runs: the rolling window, warm
+start, blessing against the served model, the data gate's verdicts and what survives them,
+faults (a killed run, two runs at once), rollback, skew checks and the HTML report."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 
 import pytest
-from e2e.conftest import clone, span_rows
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
-from tfx.types import artifact_utils
+import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 
-import runner
-from pipeline import gate, local, metadata
+from helpers import changed_records, snapshot, span_rows
+from modules.trainer import TRAINING_RECORD
+from ops import report as html_report
+from ops.queries import Metadata, RunInfo, prop
+from pipeline import gate, lineage
 from pipeline import pipeline as P
-from pipeline import report as html_report
-from serving.model_store import ModelStore, list_versions
+from serving.model_store import ModelStore
 
 pytestmark = pytest.mark.e2e
 
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = runner.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+AFTER_GATE = {P.TRANSFORM, P.TRAINER, P.EVALUATOR, P.PUSHER}
 
 
-def inputs_of(md: metadata.Metadata, run: metadata.RunInfo, component: str) -> dict[str, list]:
+def inputs_of(md: Metadata, run: RunInfo, component: str) -> dict[str, list]:
     execution_id = run.components[component].execution_id
-    return md._events_by_execution([execution_id], (metadata.Event.INPUT,)).get(execution_id, {})
+    return md._events_by_execution([execution_id], lineage.INPUT_EVENTS).get(execution_id, {})
 
 
-def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(ct_history):
-    cfg, (first, second) = ct_history
-    assert second["status"] == "complete"
-    md = metadata.Metadata(metadata.open_store(cfg.metadata_uri), cfg.pipeline_name)
+def version_of(summary: dict) -> str:
+    return os.path.basename(summary["pushed_model"])
+
+
+def assert_rejected_and_intact(step, expected: set[tuple[str, str]]) -> None:
+    """The run stopped at the gate naming `expected`, nothing after the gate ran, and every
+    earlier record and served file is unchanged."""
+    found = {(r["feature"], r["kind"]) for r in step.rejected.rows}
+    assert expected <= found, found
+    message = str(step.rejected)
+    for feature, kind in expected:
+        assert feature in message and kind in message
+    assert "nothing was trained or pushed" in message
+    latest = step.metadata().latest_run()
+    assert latest.status == "failed" and latest.components[P.DATA_GATE].state == "failed"
+    assert not AFTER_GATE & set(latest.components)
+    assert changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))) == {"executions": [], "artifacts": []}
+    assert snapshot(step.cfg)["served"] == step.before["served"]
+
+
+# --- A new span ------------------------------------------------------------------------------
+
+def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(s1_first, s3_span2):
+    md = s3_span2.metadata()
     run = md.latest_run()
+    assert s3_span2.summary["status"] == "complete"
     # ExampleGen ingested only the new span; Transform read spans 1 and 2.
-    assert metadata.prop(run.output(P.EXAMPLE_GEN, "examples"), "span") == 2
-    window = inputs_of(md, run, P.TRANSFORM)["examples"]
-    assert sorted(metadata.prop(e, "span") for e in window) == [1, 2]
+    assert lineage.span_of(run.output(P.EXAMPLE_GEN, "examples")) == 2
+    assert sorted(lineage.span_of(e) for e in inputs_of(md, run, P.TRANSFORM)["examples"]) == [1, 2]
     # Warm start and the Evaluator's baseline: span 1's model, the one being served.
-    first_model = md.model_of(md.resolve(os.path.basename(first["pushed_model"])))
+    first_model = md.model_of(md.resolve(version_of(s1_first.summary)))
     assert [m.id for m in inputs_of(md, run, P.TRAINER)["base_model"]] == [first_model.id]
-    with open(os.path.join(run.output(P.TRAINER, "model_run").uri, "warm_start.json")) as f:
-        warm = json.load(f)
-    assert warm["applied"] is True and warm["base_model"].startswith(first_model.uri)
+    record = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())
+    assert record["warm_start"]["applied"] is True and record["warm_start"]["base_model"].startswith(first_model.uri)
+    assert [m.id for m in lineage.warm_start_ancestry(md.store, run.output(P.TRAINER, "model"))] == [first_model.id]
     assert [m.id for m in inputs_of(md, run, P.EVALUATOR)["baseline_model"]] == [first_model.id]
-    # The gate measured drift against span 1.
-    result = gate.read_result(run.output(P.DATA_GATE, "result").uri)
+    # The gate measured drift against span 1, and its result has a type of its own.
+    result_artifact = run.output(P.DATA_GATE, "result")
+    assert result_artifact.type == lineage.GATE_RESULT_TYPE
+    result = gate.read_result(result_artifact.uri)
     assert result["span"] == 2 and result["reference_span"] == 1
     assert {m["feature"] for m in result["drift"]["train"]} >= {"payment_type", "trip_start_hour"}
     # Blessed against the served model, so pushed as a new version.
-    assert second["blessed"] and second["pushed_model"] != first["pushed_model"]
+    assert s3_span2.summary["blessed"] and version_of(s3_span2.summary) != version_of(s1_first.summary)
 
 
-def test_unchanged_rerun_of_a_span_reuses_transform_and_training(ct_history, tmp_path):
-    cfg, (_, second) = ct_history
-    rerun = local.run(clone(cfg, tmp_path, cfg.data_root))
-    for component in (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.TRANSFORM, P.TRAINER):
-        assert rerun["components"][component] == "cached", component
-    assert rerun["pushed_model"] is None or os.path.basename(rerun["pushed_model"]) == os.path.basename(second["pushed_model"])
+def test_a_worse_candidate_is_not_blessed_or_pushed(s3_span2, s4_weaker):
+    summary = s4_weaker.summary
+    assert summary["status"] == "complete"
+    assert summary["blessed"] is False and summary["pushed_model"] is None
+    pushed = s4_weaker.metadata().latest_run().output(P.PUSHER, "pushed_model")
+    assert pushed is None or not prop(pushed, "pushed")
+    assert not any(changed_records(s4_weaker.before, snapshot(s4_weaker.cfg.replace(metadata_uri=s4_weaker.store))).values())
+    assert lineage.pushed_models(s4_weaker.metadata().store, s4_weaker.cfg.pipeline_name)[0].uri == \
+        s3_span2.metadata().latest_run().output(P.PUSHER, "pushed_model").uri
 
 
-def test_rollback_serves_the_earlier_model_and_is_recorded(ct_history, tmp_path, capsys):
-    cfg = clone(ct_history[0], tmp_path, ct_history[0].data_root)
-    first, second = (os.path.basename(s["pushed_model"]) for s in ct_history[1])
-    before = list_versions(cfg.serving_model_dir)
+# --- The gate --------------------------------------------------------------------------------
+
+def test_drift_between_spans_is_rejected_and_the_failed_run_is_reported(s5_drift, cli, browser, tmp_path):
+    assert_rejected_and_intact(s5_drift, {("payment_type", "COMPARATOR_L_INFTY_HIGH"),
+                                          ("trip_start_hour", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH")})
+    page = tmp_path / "failed-run.html"
+    code, _, err = cli("report", "--metadata", s5_drift.store, "--output", str(page))
+    assert code == 0, err
+    dom, _ = browser(page)
+    for section in html_report.SECTIONS:
+        assert f'id="{section}"' in dom
+    assert "failed: the run stopped before Transform" in dom and "beyond threshold" in dom
+    assert "Against span 2" in dom
+
+
+def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, s6_removed):
+    resolvers = {P.SPAN_WINDOW_RESOLVER, P.WARM_START_RESOLVER, P.DRIFT_REFERENCE_RESOLVER, P.BASELINE_RESOLVER}
+    for component, state in s6_removed.summary["components"].items():
+        assert state == ("ran" if component in resolvers else "cached"), component
+    assert s6_removed.summary["pushed_model"] == s3_span2.summary["pushed_model"]
+
+
+def test_bad_rows_in_a_redelivered_span_are_each_named(s7_redelivered):
+    assert_rejected_and_intact(s7_redelivered, {
+        ("fare", "SCHEMA_MISSING_COLUMN"),
+        ("trip_miles", "UNEXPECTED_DATA_TYPE"),
+        ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES"),
+        ("company", "COMPARATOR_L_INFTY_HIGH"),
+    })
+    assert {r["span"] for r in s7_redelivered.rejected.rows} == {2}
+
+
+def test_a_span_with_no_rows_is_rejected_and_a_file_with_no_bytes_is_refused(s8_empty, cli, tmp_path):
+    assert_rejected_and_intact(s8_empty, {("(dataset)", "EMPTY_DATA")})
+    # No bytes at all: refused before anything runs or is recorded.
+    data = tmp_path / "data" / "span-5"
+    data.mkdir(parents=True)
+    (data / "taxi.csv").write_text("")
+    code, _, err = cli("run", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"))
+    assert code == 2 and "is empty (0 bytes)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_model_ever_trains_on_a_rejected_copy_of_a_span(s3_span2, s7_redelivered, s9_span3):
+    """Span 2 passed, was re-delivered with bad rows and rejected; span 3 then passed. The span
+    3 model's window holds span 2's passed copy, never the rejected one."""
+    md = s9_span3.metadata()
+    rejected_copy = s7_redelivered.metadata().latest_run().output(P.EXAMPLE_GEN, "examples")
+    passed_copy = s3_span2.metadata().latest_run().output(P.EXAMPLE_GEN, "examples")
+    assert lineage.span_of(rejected_copy) == lineage.span_of(passed_copy) == 2 and rejected_copy.id != passed_copy.id
+    rejected_ids = {rejected_copy.id}
+    for model in lineage.pipeline_artifacts(md.store, s9_span3.cfg.pipeline_name, "Model"):
+        trained_on = {a.id for a in lineage.examples_trained_on(md.store, model)}
+        assert not trained_on & rejected_ids, model.id
+    run = md.latest_run()
+    window = inputs_of(md, run, P.TRANSFORM)["examples"]
+    assert sorted(lineage.span_of(e) for e in window) == [1, 2, 3]
+    assert passed_copy.id in {e.id for e in window} and rejected_copy.id not in {e.id for e in window}
+    # Drift was measured against span 2's passed copy.
+    assert gate.read_result(run.output(P.DATA_GATE, "result").uri)["reference_span"] == 2
+
+
+def test_a_run_killed_while_training_completes_on_rerun_and_a_concurrent_run_is_refused(s9_span3):
+    code, _, err = s9_span3.extra["second"]
+    assert code == 1
+    assert "is in use by a running pipeline (pid" in err and "wait for it to finish" in err
+    summary = s9_span3.summary
+    assert summary["status"] == "complete"
+    # What finished before the kill is reused; the interrupted Trainer runs again.
+    for component in (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.EXAMPLE_VALIDATOR, P.DATA_GATE, P.TRANSFORM):
+        assert summary["components"][component] == "cached", component
+    assert summary["components"][P.TRAINER] == "ran"
+    md = s9_span3.metadata()
+    [killed] = md.store.get_executions_by_id([s9_span3.extra["killed_execution"]])
+    assert killed.last_known_state == metadata_store_pb2.Execution.CANCELED
+    assert not [e for e in md.store.get_executions() if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+    assert [r.status for r in md.runs()[:2]] == ["complete", "interrupted"]
+    assert not any(changed_records(s9_span3.before, snapshot(s9_span3.cfg.replace(metadata_uri=s9_span3.store))).values())
+
+
+def test_accepted_anomalies_let_the_run_train_and_are_on_record(s10_accepted):
+    summary = s10_accepted.summary
+    assert summary["status"] == "complete" and summary["components"][P.TRAINER] == "ran"
+    md = s10_accepted.metadata()
+    run = md.latest_run()
+    gate_execution = md.execution(run.components[P.DATA_GATE].execution_id)
+    assert json.loads(prop(gate_execution, "accept")) == sorted(s10_accepted.cfg.accept_anomalies)
+    assert prop(run.output(P.DATA_GATE, "result"), "accepted_anomalies") == 4  # 2 features x 2 splits
+    assert not any(changed_records(s10_accepted.before, snapshot(s10_accepted.cfg.replace(metadata_uri=s10_accepted.store))).values())
+
+
+# --- Operations on the store after span 2 -----------------------------------------------------
+
+def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, cli, clone):
+    cfg = clone(s3_span2)
+    first, second = version_of(s1_first.summary), version_of(s3_span2.summary)
+    before = lineage.serving_versions(cfg.serving_model_dir)
     assert before[-1] == int(second)
 
-    code, _, err = cli(capsys, "rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--to", "123")
+    code, _, err = cli("rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--to", "123")
     assert code == 2 and "no such version" in err
-    assert list_versions(cfg.serving_model_dir) == before
+    assert lineage.serving_versions(cfg.serving_model_dir) == before
 
-    code, out, err = cli(capsys, "rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--json")
+    code, out, err = cli("rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--json")
     assert code == 0, err
     done = json.loads(out)
     assert done["served_before"] == int(second) and done["rolled_back_to"] == int(first)
-    versions = list_versions(cfg.serving_model_dir)
-    assert versions == [*before, done["new_version"]]
+    assert lineage.serving_versions(cfg.serving_model_dir) == [*before, done["new_version"]]
     # What a server loads now is the first model, byte for byte.
-    store = ModelStore(cfg.serving_model_dir)
-    store.refresh()
-    assert store.current.version == done["new_version"]
+    served = ModelStore(cfg.serving_model_dir)
+    served.refresh()
+    assert served.current.version == done["new_version"]
     for name in ("saved_model.pb", "variables/variables.index"):
         with open(os.path.join(cfg.serving_model_dir, first, name), "rb") as a, open(os.path.join(done["path"], name), "rb") as b:
             assert a.read() == b.read()
 
     # Recorded: `runs` lists it, `lineage` leads from the new version to the first model.
-    code, out, _ = cli(capsys, "runs", "--metadata", cfg.metadata_uri, "--json")
+    code, out, _ = cli("runs", "--metadata", cfg.metadata_uri, "--json")
     newest = json.loads(out)[0]
     assert newest["run_id"].startswith("rollback-") and newest["components"] == {"rollback": "ran"}
     assert newest["pushed_version"] == str(done["new_version"])
-    md = metadata.Metadata(metadata.open_store(cfg.metadata_uri), cfg.pipeline_name)
+    md = Metadata(md_store(cfg.metadata_uri), cfg.pipeline_name)
     first_model = md.model_of(md.resolve(first))
     assert md.model_of(md.resolve(str(done["new_version"]))).id == first_model.id
-    code, out, _ = cli(capsys, "lineage", "--metadata", cfg.metadata_uri, str(done["new_version"]), "--json")
+    code, out, _ = cli("lineage", "--metadata", cfg.metadata_uri, str(done["new_version"]), "--json")
     assert f'"id": {first_model.id}' in out
+    # The rolled-back model was trained on what the first model was trained on.
+    rolled_back = md.model_of(md.resolve(str(done["new_version"])))
+    assert [a.id for a in lineage.examples_trained_on(md.store, rolled_back)] == \
+        [a.id for a in lineage.examples_trained_on(md.store, first_model)]
 
     # The next candidate is judged against the rolled-back model, not the one rolled back.
-    resolved = _latest_blessed(md)
-    assert resolved.uri == first_model.uri
+    from tfx.types import artifact_utils
 
+    from pipeline.resolvers import BaselineModelStrategy
 
-def _latest_blessed(md: metadata.Metadata):
-    """What the Evaluator's baseline resolver picks (TFX's own strategy, on this store)."""
     def tfx_artifacts(type_name):
         return [artifact_utils.deserialize_artifact(md.store.get_artifact_type(type_name), a)
                 for a in md.store.get_artifacts_by_type(type_name)]
 
-    result = LatestBlessedModelStrategy().resolve_artifacts(
-        md.store, {"model": tfx_artifacts("Model"), "model_blessing": tfx_artifacts("ModelBlessing")})
-    return result["model"][0]
+    resolved = BaselineModelStrategy().resolve_artifacts(
+        md.store, {"candidate": [], "model": tfx_artifacts("Model"), "model_blessing": tfx_artifacts("ModelBlessing")})
+    assert resolved["model"][0].uri == first_model.uri
 
 
-def test_validate_reports_skew_per_feature(ct_history, tmp_path, capsys):
-    cfg, _ = ct_history
+def md_store(uri: str):
+    from ops.store import open_store
+
+    return open_store(uri)
+
+
+def test_validate_reports_skew_per_feature(s3_span2, cli, tmp_path):
     clean = tmp_path / "batch.csv"
-    span_rows(4).drop(columns=["tips"]).iloc[:1500].to_csv(clean, index=False)
-    code, out, err = cli(capsys, "validate", "--metadata", cfg.metadata_uri, "--data", str(clean), "--json")
+    span_rows(5).drop(columns=["tips"]).iloc[:1500].to_csv(clean, index=False)
+    code, out, err = cli("validate", "--metadata", s3_span2.store, "--data", str(clean), "--json")
     assert code == 0, err + out
     checked = json.loads(out)
     assert checked["ok"] and checked["rows"] == 1500 and checked["training_span"] == 2
@@ -128,39 +248,27 @@ def test_validate_reports_skew_per_feature(ct_history, tmp_path, capsys):
 
     # A request log (what `serve --request-log` writes) where one company took over.
     log = tmp_path / "requests.jsonl"
-    rows = span_rows(4).drop(columns=["tips"]).iloc[:1500].assign(company="Acme Cabs")
+    rows = span_rows(5).drop(columns=["tips"]).iloc[:1500].assign(company="Acme Cabs")
     with open(log, "w") as f:
         for start in range(0, len(rows), 100):
             f.write(json.dumps({"instances": rows.iloc[start:start + 100].to_dict("records")}) + "\n")
-    code, out, err = cli(capsys, "validate", "--metadata", cfg.metadata_uri, "--data", str(log))
+    code, out, err = cli("validate", "--metadata", s3_span2.store, "--data", str(log))
     assert code == 3, err
     line = next(line for line in out.splitlines() if line.startswith("company"))
     assert "L_infinity" in line and "HIGH" in line
     assert "NOT OK" in out
 
-    code, _, err = cli(capsys, "validate", "--metadata", cfg.metadata_uri, "--data", str(tmp_path / "nothing-here"))
+    code, _, err = cli("validate", "--metadata", s3_span2.store, "--data", str(tmp_path / "nothing-here"))
     assert code == 2 and "no .csv or .jsonl files" in err
 
 
-def render(html_path) -> str:
-    """The DOM after Chromium (Debian's package, headless) loaded the page."""
-    browser = shutil.which("chromium")
-    if browser is None:
-        pytest.fail("Chromium is not installed: run scripts/ensure-test-tools.sh (make test does)")
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{html_path}"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def test_report_renders_in_a_browser_with_every_section(ct_history, tmp_path, capsys):
-    cfg, _ = ct_history
+def test_report_renders_in_a_browser_with_every_section(s3_span2, cli, browser, tmp_path):
     serving = tmp_path / "serving.csv"
-    span_rows(4).drop(columns=["tips"]).iloc[:1000].to_csv(serving, index=False)
+    span_rows(5).drop(columns=["tips"]).iloc[:1000].to_csv(serving, index=False)
     page = tmp_path / "report.html"
-    code, out, err = cli(capsys, "report", "--metadata", cfg.metadata_uri, "--output", str(page), "--serving-data", str(serving))
+    code, _, err = cli("report", "--metadata", s3_span2.store, "--output", str(page), "--serving-data", str(serving))
     assert code == 0, err
-    dom = render(page)
+    dom, screenshot = browser(page)
     for section in html_report.SECTIONS:
         assert f'id="{section}"' in dom, section
     assert "passed" in dom  # the gate
@@ -168,3 +276,4 @@ def test_report_renders_in_a_browser_with_every_section(ct_history, tmp_path, ca
     assert "payment_type" in dom and "L_infinity" in dom
     assert "overall" in dom and "payment_type=Cash" in dom  # evaluation slices
     assert "<svg" in dom  # histograms
+    assert screenshot.stat().st_size > 10_000

@@ -1,44 +1,43 @@
-"""runner.py's metadata commands on stores written by real pipeline runs: SQLite (three runs)
-and a real MariaDB server (two runs)."""
+"""runner.py's metadata commands on stores written by real pipeline runs: the story's SQLite
+store after span 2 (three runs), a real MariaDB server, and a store shared with another
+pipeline."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+from ml_metadata.proto import metadata_store_pb2 as pb
 
-import runner
-from pipeline import metadata
+from ops.queries import Metadata
+from ops.store import open_store
+from pipeline import lineage
 from pipeline import pipeline as P
+from runners import local
 
 pytestmark = pytest.mark.e2e
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = runner.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+@pytest.fixture
+def cli_json(cli):
+    def call(*argv):
+        code, out, err = cli(*argv, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    return call
 
 
-def cli_json(capsys, *argv):
-    code, out, err = cli(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
+@pytest.fixture
+def history(s3_span2, s1_first, s2_rerun):
+    """(store URI, run summaries in run order) of the story after span 2."""
+    return s3_span2.store, [s1_first.summary, s2_rerun.summary, s3_span2.summary]
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def history(request):
-    """(store URI, run summaries in run order) for each kind of store."""
-    if request.param == "sqlite":
-        cfg, summaries = request.getfixturevalue("sqlite_history")
-    else:
-        cfg, summaries = request.getfixturevalue("mariadb_history")
-    return cfg.metadata_uri, summaries
-
-
-def test_runs_newest_first_with_states_and_pushes(history, capsys):
+def test_runs_newest_first_with_states_and_pushes(history, cli, cli_json):
     uri, summaries = history
-    runs = cli_json(capsys, "runs", "--metadata", uri)
+    runs = cli_json("runs", "--metadata", uri)
     assert [r["run_id"] for r in runs] == [s["run_id"] for s in reversed(summaries)]
     for r, s in zip(runs, reversed(summaries)):
         assert r["components"] == s["components"]
@@ -47,10 +46,10 @@ def test_runs_newest_first_with_states_and_pushes(history, capsys):
         assert r["pushed_version"] == (pushed.rsplit("/", 1)[-1] if pushed else None)
 
 
-def test_runs_table_matches_json(history, capsys):
+def test_runs_table_matches_json(history, cli, cli_json):
     uri, _ = history
-    runs = cli_json(capsys, "runs", "--metadata", uri)
-    code, table, _ = cli(capsys, "runs", "--metadata", uri)
+    runs = cli_json("runs", "--metadata", uri)
+    code, table, _ = cli("runs", "--metadata", uri)
     assert code == 0
     lines = table.splitlines()[2:]
     assert len(lines) == len(runs)
@@ -59,34 +58,31 @@ def test_runs_table_matches_json(history, capsys):
         assert r["status"] in line and (r["pushed_version"] or "-") in line
 
 
-def test_unchanged_rerun_shows_cached_components(sqlite_history, capsys):
-    cfg, summaries = sqlite_history
-    rerun = next(r for r in cli_json(capsys, "runs", "--metadata", cfg.metadata_uri) if r["run_id"] == summaries[1]["run_id"])
-    for component in (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.TRANSFORM, P.TRAINER):
-        assert rerun["components"][component] == "cached"
-    code, table, _ = cli(capsys, "runs", "--metadata", cfg.metadata_uri)
-    assert "cached: " in next(line for line in table.splitlines() if line.startswith(summaries[1]["run_id"]))
-
-
-def test_artifacts_filters(history, capsys):
+def test_runs_table_shows_which_components_were_cached(history, cli):
     uri, summaries = history
-    models = cli_json(capsys, "artifacts", "--metadata", uri, "--type", "Model")
+    code, table, _ = cli("runs", "--metadata", uri)
+    rerun = next(line for line in table.splitlines() if line.startswith(summaries[1]["run_id"]))
+    assert "cached: " in rerun and P.TRAINER in rerun
+
+
+def test_artifacts_filters(history, cli, cli_json):
+    uri, summaries = history
+    models = cli_json("artifacts", "--metadata", uri, "--type", "Model")
     assert models and all(a["type"] == "Model" and a["component"] == P.TRAINER for a in models)
     first_run = summaries[0]["run_id"]
-    in_run = cli_json(capsys, "artifacts", "--metadata", uri, "--run", first_run)
+    in_run = cli_json("artifacts", "--metadata", uri, "--run", first_run)
     assert {a["run_id"] for a in in_run} == {first_run}
     assert {"Examples", "Schema", "TransformGraph", "Model", "ModelBlessing", "PushedModel"} <= {a["type"] for a in in_run}
-    examples = cli_json(capsys, "artifacts", "--metadata", uri, "--component", P.EXAMPLE_GEN)
-    assert examples[0]["properties"]["span"] == 0
+    examples = cli_json("artifacts", "--metadata", uri, "--component", P.EXAMPLE_GEN)
+    assert [e["properties"]["span"] for e in examples] == [2, 1]  # newest first
     assert examples[0]["properties"]["split_names"] == ["train", "eval"]
 
 
-def test_lineage_from_the_pushed_model_reaches_its_examples_and_schema(history, capsys):
+def test_lineage_from_the_pushed_model_reaches_its_examples_and_schema(history, cli, cli_json):
     uri, summaries = history
     version = summaries[0]["pushed_model"].rsplit("/", 1)[-1]
-    tree = cli_json(capsys, "lineage", "--metadata", uri, version)
-    store = metadata.open_store(uri)
-    md = metadata.Metadata(store, "taxi-big-tipper")
+    tree = cli_json("lineage", "--metadata", uri, version)
+    md = Metadata(open_store(uri), "taxi-big-tipper")
     run = md.run(summaries[0]["run_id"])
     examples, schema = run.output(P.EXAMPLE_GEN, "examples"), run.output(P.SCHEMA_IMPORTER, "schema")
     graph, model = run.output(P.TRANSFORM, "transform_graph"), run.output(P.TRAINER, "model")
@@ -113,37 +109,38 @@ def test_lineage_from_the_pushed_model_reaches_its_examples_and_schema(history, 
     assert "ModelBlessing" in found and "ExampleStatistics" in found
     assert executions[P.TRAINER]["hparams"]["learning_rate"] == 0.002
     assert executions[P.EXAMPLE_GEN]["input_base"].endswith("data")
-    code, text, _ = cli(capsys, "lineage", "--metadata", uri, version)
+    code, text, _ = cli("lineage", "--metadata", uri, version)
     assert code == 0 and f"Examples #{examples.id}" in text and "hyperparameters:" in text
 
 
-def test_lineage_downstream_of_examples(history, capsys):
+def test_lineage_downstream_of_examples(history, cli, cli_json):
     uri, summaries = history
-    md = metadata.Metadata(metadata.open_store(uri), "taxi-big-tipper")
+    md = Metadata(open_store(uri), "taxi-big-tipper")
     examples = md.run(summaries[0]["run_id"]).output(P.EXAMPLE_GEN, "examples")
-    tree = cli_json(capsys, "lineage", "--metadata", uri, str(examples.id), "--downstream")
+    tree = cli_json("lineage", "--metadata", uri, str(examples.id), "--downstream")
     consumers = {c["execution"]["component"] for c in tree["consumed_by"]}
     assert {P.STATISTICS_GEN, P.TRANSFORM, P.EVALUATOR} <= consumers
 
 
-def test_compare_defaults_to_serving_model_and_predecessor(history, capsys):
+def test_compare_defaults_to_serving_model_and_predecessor(history, cli, cli_json):
     uri, summaries = history
-    result = cli_json(capsys, "compare", "--metadata", uri)
-    pushed = cli_json(capsys, "artifacts", "--metadata", uri, "--type", "PushedModel")  # newest first
+    result = cli_json("compare", "--metadata", uri)
+    pushed = cli_json("artifacts", "--metadata", uri, "--type", "PushedModel")  # newest first
     assert result["a"]["artifact"]["id"] == pushed[0]["id"]
     assert result["b"]["artifact"]["id"] == pushed[1]["id"]
     assert result["a"]["artifact"]["properties"]["pushed_destination"] == summaries[-1]["pushed_model"]
     # B is the first run's model (on SQLite re-pushed by the unchanged re-run, whose baseline
     # was that same model): same model, same data, same evaluation.
-    md = metadata.Metadata(metadata.open_store(uri), "taxi-big-tipper")
+    md = Metadata(open_store(uri), "taxi-big-tipper")
     assert result["b"]["model_id"] == md.run(summaries[0]["run_id"]).output(P.TRAINER, "model").id
     assert result["a"]["metrics"]["overall"]["auc"] == pytest.approx(summaries[-1]["metrics"]["auc"])
     assert result["b"]["metrics"]["overall"]["auc"] == pytest.approx(summaries[0]["metrics"]["auc"])
     assert "payment_type=Credit Card" in result["a"]["metrics"]
-    # Same data and schema; other hyperparameters, hence another model and evaluation.
+    # A trained on the window {span 2, span 1} with another learning rate, warm-started from B.
     assert result["differences"]["hparams.learning_rate"] == [0.001, 0.002]
-    assert "example_gen.examples" not in result["differences"]
-    code, text, _ = cli(capsys, "compare", "--metadata", uri)
+    assert "transform.examples" in result["differences"]
+    assert result["differences"]["trainer.base_model"] == [result["b"]["model_id"], None]
+    code, text, _ = cli("compare", "--metadata", uri)
     assert code == 0 and "hparams.learning_rate" in text and "payment_type=Credit Card" in text
 
 
@@ -156,18 +153,73 @@ def test_compare_defaults_to_serving_model_and_predecessor(history, capsys):
         (["runs", "--pipeline-name", "other"], "error: no runs of pipeline 'other'"),
     ],
 )
-def test_bad_ids_fail_cleanly(sqlite_history, capsys, argv, message):
-    cfg, _ = sqlite_history
-    code, out, err = cli(capsys, *argv, "--metadata", cfg.metadata_uri)
+def test_bad_ids_fail_cleanly(history, cli, argv, message):
+    uri, _ = history
+    code, out, err = cli(*argv, "--metadata", uri)
     assert code == 2 and out == ""
     assert err.strip().startswith(message) and len(err.strip().splitlines()) == 1
 
 
-def test_missing_store_and_unreachable_server_fail_cleanly(tmp_path, capsys):
-    code, _, err = cli(capsys, "runs", "--metadata", str(tmp_path / "none.sqlite"))
+def test_missing_store_and_unreachable_server_fail_cleanly(tmp_path, cli):
+    code, _, err = cli("runs", "--metadata", str(tmp_path / "none.sqlite"))
     assert code == 2 and err.strip() == f"error: no metadata store at {tmp_path / 'none.sqlite'} (run the pipeline first)"
     assert not (tmp_path / "none.sqlite").exists()
-    code, _, err = cli(capsys, "runs", "--metadata", "mysql://nobody:secret@127.0.0.1:9/mlmd")
+    code, _, err = cli("runs", "--metadata", "mysql://nobody:secret@127.0.0.1:9/mlmd")
     assert code == 2
     assert err.startswith("error: cannot open the metadata store mysql://nobody:***@127.0.0.1:9/mlmd")
     assert "secret" not in err and len(err.strip().splitlines()) == 1
+
+
+def _add_other_pipelines_push(uri: str, version: str) -> int:
+    """Records, in the same store, a newer pushed model of another pipeline (as a shared MySQL
+    store holds): a context of its own, a Model, and a PushedModel attributed to it."""
+    db = open_store(uri, read_only=False)
+    ctx = pb.Context(type_id=db.get_context_type("pipeline").id, name="other-pipeline")
+    run = pb.Context(type_id=db.get_context_type("pipeline_run").id, name="other-pipeline-run-1")
+    model = pb.Artifact(type_id=db.get_artifact_type("Model").id, uri="/elsewhere/model", state=pb.Artifact.LIVE)
+    pushed = pb.Artifact(type_id=db.get_artifact_type("PushedModel").id, uri=f"/elsewhere/serving/{version}", state=pb.Artifact.LIVE)
+    pushed.custom_properties["pushed"].int_value = 1
+    pushed.custom_properties["pushed_version"].string_value = version
+    pushed.custom_properties["pushed_destination"].string_value = f"/elsewhere/serving/{version}"
+    execution = pb.Execution(type_id=db.get_execution_types()[0].id, last_known_state=pb.Execution.COMPLETE)
+
+    def event(kind, key):
+        e = pb.Event(type=kind)
+        e.path.steps.add().key = key
+        return e
+
+    _, [_, pushed_id], _ = db.put_execution(execution, [(model, event(pb.Event.INPUT, "model")),
+                                                        (pushed, event(pb.Event.OUTPUT, "pushed_model"))], [ctx, run])
+    return pushed_id
+
+
+def test_a_store_shared_with_another_pipeline_answers_for_this_pipeline_only(history, cli, cli_json, tmp_path):
+    uri, summaries = history
+    shared = str(tmp_path / "shared.sqlite")
+    shutil.copy(uri, shared)
+    other_id = _add_other_pipelines_push(shared, "9999999999")
+    ours = summaries[-1]["pushed_model"].rsplit("/", 1)[-1]
+    # The other pipeline's push is newer, and it is not ours to compare, show or serve.
+    assert cli_json("compare", "--metadata", shared)["a"]["artifact"]["properties"]["pushed_version"] == ours
+    for ref in ("9999999999", str(other_id)):
+        code, _, err = cli("lineage", "--metadata", shared, ref)
+        assert code == 2 and "of pipeline 'taxi-big-tipper'" in err
+    md = Metadata(open_store(shared), "taxi-big-tipper")
+    assert [lineage.pushed_version(a) for a in md.pushed_models()][0] == ours
+    assert "9999999999" not in {lineage.pushed_version(a) for a in md.pushed_models()}
+
+
+def test_the_queries_work_on_a_mariadb_store(mariadb, s1_first, tmp_path, cli_json):
+    """The same pipeline against a real MariaDB server: the run is recorded, and the queries
+    read it back."""
+    cfg = s1_first.cfg.replace(metadata_uri=mariadb, pipeline_root=str(tmp_path / "tfx"),
+                               serving_model_dir=str(tmp_path / "serving"), train_steps=50)
+    summary = local.run(cfg)
+    assert summary["status"] == "complete" and summary["metadata"] == mariadb.replace("s3cret", "***")
+    [run] = cli_json("runs", "--metadata", mariadb)
+    assert run["run_id"] == summary["run_id"] and run["components"] == summary["components"]
+    models = cli_json("artifacts", "--metadata", mariadb, "--type", "Model")
+    assert [m["component"] for m in models] == [P.TRAINER]
+    tree = cli_json("lineage", "--metadata", mariadb, str(models[0]["id"]))
+    assert tree["produced_by"]["execution"]["component"] == P.TRAINER
+    assert {"examples", "transform_graph", "schema"} <= set(tree["produced_by"]["inputs"])

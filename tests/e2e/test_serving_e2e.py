@@ -22,10 +22,10 @@ import pytest
 import requests
 import tensorflow as tf
 
-from helpers import DATA_CSV, ROOT, SAMPLE_ROWS, free_port, read_rows
+from helpers import DATA_CSV, ROOT, UNSEEN_START, free_port, read_rows
 from modules import features as F
 from serving import batch
-from serving.model_store import LoadedModel, list_versions
+from serving.model_store import LoadedModel
 
 pytestmark = pytest.mark.e2e
 
@@ -82,13 +82,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def two_versions(sqlite_history, tmp_path_factory):
+def two_versions(s1_first, s3_span2, tmp_path_factory):
     """(old dir, new dir, empty serving dir to publish into) from two real pushes."""
-    cfg, _ = sqlite_history
-    versions = list_versions(cfg.serving_model_dir)
-    assert len(versions) >= 2, versions
-    old, new = (os.path.join(cfg.serving_model_dir, str(v)) for v in (versions[0], versions[-1]))
-    return old, new, tmp_path_factory.mktemp("serving")
+    return s1_first.summary["pushed_model"], s3_span2.summary["pushed_model"], tmp_path_factory.mktemp("serving")
 
 
 def publish(src: str, serving_dir, version: int) -> None:
@@ -107,7 +103,7 @@ def server(two_versions):
     srv.stop()
 
 
-ROWS = read_rows(300, start=SAMPLE_ROWS + 1)
+ROWS = read_rows(300, start=UNSEEN_START)
 
 
 def test_predictions_equal_the_models_own_outputs(server, two_versions):
@@ -206,8 +202,8 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     src = tmp_path / "in"
     src.mkdir()
     lines = open(DATA_CSV).read().splitlines()
-    # Data row i is line i + 1: these are the rows read_rows(1000, start=SAMPLE_ROWS + 1) reads.
-    header, body = lines[0], lines[SAMPLE_ROWS + 2 : SAMPLE_ROWS + 1002]
+    # Data row i is line i + 1: these are the rows read_rows(1000, start=UNSEEN_START) reads.
+    header, body = lines[0], lines[UNSEEN_START + 1 : UNSEEN_START + 1001]
     bad_fare = next(csv.reader([body[0]]))
     bad_fare[header.split(",").index("fare")] = "twelve"
     broken = [",".join(bad_fare), "too,few,columns", body[1] + ",extra"]
@@ -225,17 +221,16 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     probabilities = [float(r["probability"]) for r in predicted]
     assert all(0 <= p <= 1 for p in probabilities) and not any(math.isnan(p) for p in probabilities)
     # The same rows through the model directly: same multiset of probabilities.
-    rows = read_rows(1000, start=SAMPLE_ROWS + 1)
+    rows = read_rows(1000, start=UNSEEN_START)
     want = sorted(np.round(expected(old, instances(rows)), 5))
     assert sorted(round(p, 5) for p in probabilities) == pytest.approx(want, abs=2e-5)
-    assert tf.io.gfile.exists(old)
 
 
 def test_batch_predict_reads_tfrecords(two_versions, tmp_path):
     from helpers import to_example
 
     old, _, _ = two_versions
-    rows = read_rows(200, start=SAMPLE_ROWS + 1)
+    rows = read_rows(200, start=UNSEEN_START)
     path = str(tmp_path / "rows.tfrecord")
     with tf.io.TFRecordWriter(path) as w:
         for r in rows:

@@ -125,13 +125,13 @@ class VertexConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str, overrides: Mapping[str, Any] = ()) -> VertexConfig:
+    def from_file(cls, path: str, overrides: Mapping[str, Any] | None = None) -> VertexConfig:
         try:
             with open(path) as f:
                 values = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"vertex config {path}: {e}") from e
-        return cls.from_mapping({**values, **dict(overrides)})
+        return cls.from_mapping({**values, **dict(overrides or {})})
 
     def beam_pipeline_args(self) -> tuple[str, ...]:
         args = [

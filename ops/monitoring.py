@@ -11,7 +11,8 @@ import os
 import tempfile
 from typing import Any
 
-from pipeline import metadata as M
+from ops.queries import Metadata
+from pipeline import lineage
 from pipeline import validation as V
 
 
@@ -19,37 +20,15 @@ class MonitoringError(ValueError):
     """The input can't be checked; the message says why."""
 
 
-def _upstream_examples(md: M.Metadata, model: M.Artifact, max_depth: int = 6) -> list[M.Artifact]:
-    """The ExampleGen outputs a model was trained on (through Trainer/Transform or a rollback)."""
-    found, frontier, seen = [], [model], {model.id}
-    for _ in range(max_depth):
-        next_frontier = []
-        for artifact in frontier:
-            produced = md.producer(artifact)
-            if not produced:
-                continue
-            for key, inputs in produced[1].items():
-                if key == "base_model":
-                    continue  # the warm-start model's data is not this model's training data
-                for a in inputs:
-                    if a.id in seen:
-                        continue
-                    seen.add(a.id)
-                    (found if "input_fingerprint" in a.custom_properties else next_frontier).append(a)
-        frontier = next_frontier
-    return found
-
-
-def training_statistics(md: M.Metadata, model: M.Artifact) -> tuple[M.Artifact, int]:
+def training_statistics(md: Metadata, model: lineage.Artifact) -> tuple[lineage.Artifact, int]:
     """StatisticsGen's output for the newest span the model was trained on, and that span."""
-    examples = _upstream_examples(md, model)
+    examples = lineage.examples_trained_on(md.store, model)
     if not examples:
         raise MonitoringError(f"model {model.id}: no training data found in its lineage")
-    span = lambda a: M.prop(a, "span") or 0  # noqa: E731
-    newest = max(examples, key=lambda a: (span(a), a.id))
+    newest = max(examples, key=lambda a: (lineage.span_of(a), a.id))
     for execution, outputs in md.consumers(newest):
         if md.component_of(execution.id) == "statistics_gen" and outputs.get("statistics"):
-            return outputs["statistics"][0], span(newest)
+            return outputs["statistics"][0], lineage.span_of(newest)
     raise MonitoringError(f"examples {newest.id}: no statistics recorded for them")
 
 
@@ -78,7 +57,9 @@ def _instances(files: list[str]):
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise MonitoringError(f"{name}:{number}: not JSON ({e.msg})") from e
-                items = record.get("instances") if isinstance(record, dict) and "instances" in record else [record]
+                items = record["instances"] if isinstance(record, dict) and "instances" in record else [record]
+                if not isinstance(items, list):
+                    raise MonitoringError(f"{name}:{number}: \"instances\" must be a list")
                 for item in items:
                     if not isinstance(item, dict):
                         raise MonitoringError(f"{name}:{number}: an instance must be an object of feature values")
@@ -103,14 +84,14 @@ def serving_statistics(path: str):
     columns = sorted({k for r in rows for k in r})
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "instances.csv")
-        with open(out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
+        with open(out, "w", newline="") as csv_file:
+            writer = csv.DictWriter(csv_file, fieldnames=columns)
             writer.writeheader()
             writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
         return tfdv.generate_statistics_from_csv(out)
 
 
-def check_skew(md: M.Metadata, data_path: str, schema_path: str, model_ref: str | None = None) -> dict[str, Any]:
+def check_skew(md: Metadata, data_path: str, schema_path: str, model_ref: str | None = None) -> dict[str, Any]:
     """Serving data against the served model's training data: schema anomalies in the
     SERVING environment and skew per feature (the schema's skew_comparator thresholds)."""
     pushed = md.pushed_models()
@@ -124,7 +105,7 @@ def check_skew(md: M.Metadata, data_path: str, schema_path: str, model_ref: str 
     rows = V.validate(serving, schema, environment="SERVING")
     skew_rows, measured = V.compare(serving, training, schema, kind="skew", environment="SERVING")
     rows += skew_rows
-    features = {}
+    features: dict[str, dict[str, Any]] = {}
     for c in measured:
         features.setdefault(c.feature, {})["skew"] = {"measure": c.measure, "value": c.value,
                                                        "threshold": c.threshold, "exceeded": c.exceeded}

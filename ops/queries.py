@@ -1,8 +1,8 @@
 """Read-only queries over ML Metadata: runs, artifacts, lineage, model comparison.
 
 Everything goes through the `ml_metadata` MetadataStore API, so every store TFX writes to
-(SQLite locally, PostgreSQL or MySQL shared) answers the same questions. The queries return
-plain data (dataclasses, dicts); `pipeline/metadata_report.py` renders them as tables, trees
+(SQLite locally, MySQL/MariaDB shared) answers the same questions. The queries return
+plain data (dataclasses, dicts); `ops/render.py` renders them as tables, trees
 or JSON.
 
 Reading Vertex ML Metadata: Vertex runs record the same TFX types and events in a Vertex
@@ -15,23 +15,17 @@ Vertex reader would implement those over the aiplatform API and reuse everything
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import socket
-import sys
-import tempfile
-import urllib.parse
-from collections.abc import Iterable
 from typing import Any
 
-from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from ml_metadata.proto.metadata_store_pb2 import Artifact
 
-Artifact = metadata_store_pb2.Artifact
-Event = metadata_store_pb2.Event
+from ops.evaluation import sliced_metrics
+from ops.store import MetadataError
+from pipeline import lineage
 
 _STATES = {
     metadata_store_pb2.Execution.NEW: "new",
@@ -41,125 +35,22 @@ _STATES = {
     metadata_store_pb2.Execution.CACHED: "cached",
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
-_INPUTS = (Event.INPUT, Event.DECLARED_INPUT)
-_OUTPUTS = (Event.OUTPUT, Event.DECLARED_OUTPUT)
+_INPUTS = lineage.INPUT_EVENTS
+_OUTPUTS = lineage.OUTPUT_EVENTS
 # Artifact properties worth showing, in this order.
 KEY_PROPERTIES = ("span", "version", "split_names", "blessed", "pushed", "pushed_version", "pushed_destination")
 
 
-class MetadataError(Exception):
-    """The store cannot be reached or does not hold what was asked for. One line."""
-
-
-# --- Connections ------------------------------------------------------------------------------
-
-def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
-    """A ConnectionConfig from a store URI.
-
-    Accepted: a SQLite file path (or sqlite:///path), mysql://user[:pw]@host[:port]/db, and
-    postgresql://user[:pw]@host[:port]/db (readable, but ml-metadata 1.16 cannot store TFX
-    runs there: its PostgreSQL backend mis-quotes strings containing a backslash).
-    """
-    if not uri:
-        raise MetadataError("no metadata store given")
-    config = metadata_store_pb2.ConnectionConfig()
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("postgresql", "postgres", "mysql"):
-        if not parsed.hostname or not parsed.path.strip("/"):
-            raise MetadataError(f"metadata URI needs a host and a database: {redact(uri)}")
-        if parsed.scheme == "mysql":
-            db = config.mysql
-            db.host, db.database = parsed.hostname, parsed.path.strip("/")
-            db.port = parsed.port or 3306
-        else:
-            db = config.postgresql
-            db.host, db.dbname = parsed.hostname, parsed.path.strip("/")
-            db.port = str(parsed.port or 5432)
-        db.user = urllib.parse.unquote(parsed.username or "")
-        if parsed.password:
-            db.password = urllib.parse.unquote(parsed.password)
-        return config
-    if parsed.scheme not in ("", "sqlite"):
-        raise MetadataError(f"unsupported metadata store {parsed.scheme!r}: use a SQLite path or mysql://")
-    path = parsed.path if parsed.scheme == "sqlite" else uri
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-        if read_only
-        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-    )
-    return config
-
-
-def redact(uri: str | None) -> str | None:
-    """The URI without its password, for messages and summaries."""
-    if not uri:
-        return uri
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
-    return uri
-
-
-def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore:
-    """Opens an existing store (for reading, by default). A missing SQLite file is an error,
-    not a new store."""
-    config = connection_config(uri, read_only=read_only)
-    if config.HasField("sqlite") and not os.path.isfile(config.sqlite.filename_uri):
-        raise MetadataError(f"no metadata store at {config.sqlite.filename_uri} (run the pipeline first)")
-    if config.HasField("postgresql") or config.HasField("mysql"):
-        # A server that is not there is the common mistake, and MLMD's own error for it is
-        # empty for MySQL ("errno: , error:"): check the port first, and do not retry.
-        db = config.mysql if config.HasField("mysql") else config.postgresql
-        try:
-            socket.create_connection((db.host, int(db.port)), timeout=5).close()
-        except OSError as e:
-            raise MetadataError(f"cannot open the metadata store {redact(uri)}: cannot reach {db.host}:{db.port} ({e.strerror or e})") from e
-        config.retry_options.max_num_retries = 1
-    with _captured_fd2() as native_log:
-        try:
-            return metadata_store.MetadataStore(config)
-        except (mlmd_errors.StatusError, RuntimeError) as e:
-            error = e
-    # The database client library explains a failed connection on fd 2 ("Connection
-    # refused", "password authentication failed"); that is the useful part.
-    reasons = [line.split("] ", 1)[-1].strip() for line in native_log if "could not connect" in line or "FATAL" in line or "refused" in line]
-    reason = reasons[0] if reasons else (str(error).strip().splitlines() or [type(error).__name__])[0]
-    raise MetadataError(f"cannot open the metadata store {redact(uri)}: {reason}") from error
-
-
-@contextlib.contextmanager
-def _captured_fd2():
-    """Redirects file descriptor 2 (where MLMD's C++ code and libpq log) to a temporary file;
-    yields a list that holds the captured lines once the block has exited."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    lines: list[str] = []
-    with tempfile.TemporaryFile(mode="w+") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().splitlines())
-
-
 def prop(message, name: str) -> Any:
-    """A property or custom property's value (JSON-decoded where TFX stores JSON), or None."""
-    for props in (message.properties, message.custom_properties):
-        if name in props:
-            value = props[name]
-            kind = value.WhichOneof("value")
-            if kind is None:
-                return None
-            result = getattr(value, kind)
-            if kind == "proto_value" or kind == "struct_value":
-                return str(result)
-            return result
-    return None
+    """A property or custom property's value for display (protos and structs as text), or None."""
+    value = lineage.property_value(message, name)
+    return value if value is None or isinstance(value, (int, float, str, bytes)) else _one_line(value)
+
+
+def _one_line(message: Any) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(message, as_one_line=True) if hasattr(message, "DESCRIPTOR") else str(message)
 
 
 def artifact_dict(artifact: Artifact) -> dict[str, Any]:
@@ -254,14 +145,8 @@ class Metadata:
             self._component_cache[execution_id] = name
         return self._component_cache[execution_id]
 
-    def _events_by_execution(self, execution_ids: Iterable[int], types) -> dict[int, dict[str, list[Artifact]]]:
-        events = [e for e in self.store.get_events_by_execution_ids(list(execution_ids)) if e.type in types]
-        artifacts = {a.id: a for a in self.store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
-        result: dict[int, dict[str, list[Artifact]]] = {}
-        for e in events:
-            key = e.path.steps[0].key if e.path.steps else "artifact"
-            result.setdefault(e.execution_id, {}).setdefault(key, []).append(artifacts[e.artifact_id])
-        return result
+    def _events_by_execution(self, execution_ids, kinds) -> dict[int, dict[str, list[Artifact]]]:
+        return lineage.events_by_key(self.store, execution_ids, kinds)
 
     def execution(self, execution_id: int) -> metadata_store_pb2.Execution:
         return self.store.get_executions_by_id([execution_id])[0]
@@ -315,31 +200,29 @@ class Metadata:
         return sorted(seen.values(), key=lambda a: a["id"], reverse=True)
 
     def pushed_models(self) -> list[Artifact]:
-        """Pushed models (pushed=1), newest first."""
+        """This pipeline's pushed models (pushed=1), newest first."""
         self._pipeline_context()
-        pushed = [a for a in self.store.get_artifacts_by_type("PushedModel") if prop(a, "pushed")]
-        return sorted(pushed, key=lambda a: (a.create_time_since_epoch, a.id), reverse=True)
+        return lineage.pushed_models(self.store, self.pipeline_name)
 
     def resolve(self, ref: str) -> Artifact:
-        """An artifact by pushed model version, or by artifact id."""
+        """One of this pipeline's artifacts, by pushed model version or by artifact id."""
         ref = str(ref).strip()
-        for a in self.store.get_artifacts_by_type("PushedModel"):
-            if prop(a, "pushed_version") == ref or os.path.basename(str(prop(a, "pushed_destination") or "")) == ref:
+        for a in self.pushed_models():
+            if lineage.pushed_version(a) == ref:
                 return a
         if ref.isdigit():
             found = self.store.get_artifacts_by_id([int(ref)])
-            if found:
+            if found and lineage.belongs_to(self.store, self.pipeline_name, found[0]):
                 return found[0]
-        raise MetadataError(f"no artifact or pushed model version {ref!r} in this metadata store")
+        raise MetadataError(f"no artifact or pushed model version {ref!r} of pipeline {self.pipeline_name!r} in this metadata store")
 
     # ----- lineage
     def producer(self, artifact: Artifact) -> tuple[metadata_store_pb2.Execution, dict[str, list[Artifact]]] | None:
         """The execution that output `artifact` (the first, not a cached re-use) and its inputs."""
-        events = [e for e in self.store.get_events_by_artifact_ids([artifact.id]) if e.type in _OUTPUTS]
-        if not events:
+        produced = lineage.producer_inputs(self.store, artifact.id)
+        if produced is None:
             return None
-        execution = self.execution(min(e.execution_id for e in events))
-        return execution, self._events_by_execution([execution.id], _INPUTS).get(execution.id, {})
+        return self.execution(produced[0]), produced[1]
 
     def consumers(self, artifact: Artifact) -> list[tuple[metadata_store_pb2.Execution, dict[str, list[Artifact]]]]:
         events = [e for e in self.store.get_events_by_artifact_ids([artifact.id]) if e.type in _INPUTS]
@@ -486,34 +369,3 @@ class Metadata:
             if ha.get(key) != hb.get(key):
                 differences[f"hparams.{key}"] = [ha.get(key), hb.get(key)]
         return {"a": sides["a"], "b": sides["b"], "differences": differences}
-
-
-# --- Evaluations ------------------------------------------------------------------------------
-
-def overall_metrics(evaluation_uri: str) -> dict[str, float]:
-    """The overall slice's metrics from a TFMA evaluation artifact."""
-    return sliced_metrics(evaluation_uri).get("overall", {})
-
-
-def sliced_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
-    """Slice name ("overall", "payment_type=Cash", ...) -> metric name -> value.
-
-    A model evaluated against a baseline also has the baseline's metrics in the artifact; only
-    the candidate's are returned.
-    """
-    import tensorflow_model_analysis as tfma
-
-    result = {}
-    for metrics in tfma.load_metrics(evaluation_uri):
-        key = tfma.slicer.deserialize_slice_key(metrics.slice_key)
-        name = ", ".join(f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in key) or "overall"
-        values = {}
-        for kv in metrics.metric_keys_and_values:
-            if kv.key.model_name and kv.key.model_name != "candidate":
-                continue  # the baseline's copy
-            if kv.key.is_diff:
-                continue
-            if kv.value.HasField("double_value"):
-                values[kv.key.name] = kv.value.double_value.value
-        result[name] = values
-    return result

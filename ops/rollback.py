@@ -19,7 +19,9 @@ from typing import Any
 
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from pipeline import metadata as M
+from ops.queries import Metadata
+from ops.store import open_store
+from pipeline import lineage
 
 EXECUTION_TYPE = "Rollback"
 NODE = "rollback"
@@ -29,15 +31,9 @@ class RollbackError(ValueError):
     """The rollback cannot be done as asked; nothing was changed."""
 
 
-def _versions(serving_dir: str) -> list[int]:
-    from serving.model_store import list_versions
-
-    return list_versions(serving_dir)
-
-
-def plan(md: M.Metadata, serving_dir: str, to: int | None = None) -> tuple[int, int]:
+def plan(md: Metadata, serving_dir: str, to: int | None = None) -> tuple[int, int]:
     """(currently served version, version to roll back to)."""
-    versions = _versions(serving_dir)
+    versions = lineage.serving_versions(serving_dir)
     if not versions:
         raise RollbackError(f"no pushed model under {serving_dir}")
     current = versions[-1]
@@ -55,8 +51,8 @@ def plan(md: M.Metadata, serving_dir: str, to: int | None = None) -> tuple[int, 
 def rollback(metadata_uri: str, pipeline_name: str, serving_dir: str, to: int | None = None) -> dict[str, Any]:
     """Copies version `to` (default: the one before the served one) to a new version and
     records the rollback. Returns what was done."""
-    store = M.open_store(metadata_uri, read_only=False)
-    md = M.Metadata(store, pipeline_name)
+    store = open_store(metadata_uri, read_only=False)
+    md = Metadata(store, pipeline_name)
     current, to = plan(md, serving_dir, to)
     old_pushed = md.resolve(str(to))
     old_model = md.model_of(old_pushed)
@@ -92,7 +88,7 @@ def _event(kind: int, key: str) -> pb.Event:
     return event
 
 
-def _record(store, md: M.Metadata, old_pushed, old_model, current: int, to: int, new_version: int, target: str) -> int:
+def _record(store, md: Metadata, old_pushed, old_model, current: int, to: int, new_version: int, target: str) -> int:
     execution_type = pb.ExecutionType(name=EXECUTION_TYPE)
     for name in ("from_version", "to_version", "new_version"):
         execution_type.properties[name] = pb.INT

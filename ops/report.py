@@ -12,8 +12,12 @@ import html
 import os
 from typing import Any
 
+import tensorflow as tf
+
+from ops.evaluation import sliced_metrics
+from ops.queries import Metadata, RunInfo, prop
 from pipeline import gate as data_gate
-from pipeline import metadata as M
+from pipeline import lineage
 from pipeline import pipeline as P
 from pipeline import validation as V
 
@@ -33,7 +37,7 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
+def _table(headers: list[str], rows: list[list[Any]], numeric: frozenset[int] = frozenset()) -> str:
     if not rows:
         return '<p class="muted">none</p>'
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
@@ -63,7 +67,7 @@ def _fmt(x: float) -> str:
 
 
 def statistics_rows(stats) -> list[list[Any]]:
-    rows = []
+    rows: list[list[Any]] = []
     dataset = stats.datasets[0] if stats.datasets else None
     if dataset is None:
         return rows
@@ -102,11 +106,11 @@ def _comparison_table(measured: list[dict]) -> str:
         [[_e(m["feature"]), _e(m["measure"]), f"{m['value']:.4f}", f"{m['threshold']:g}",
           '<span class="bad">beyond threshold</span>' if m["value"] > m["threshold"] else '<span class="ok">ok</span>']
          for m in measured],
-        numeric={2, 3},
+        numeric=frozenset({2, 3}),
     )
 
 
-def _gate_outcome(md: M.Metadata, run: M.RunInfo, schema) -> dict[str, Any]:
+def _gate_outcome(md: Metadata, run: RunInfo, schema) -> dict[str, Any]:
     """What the gate decided for this run: from its result if it passed, recomputed from the
     statistics if it failed (a failed execution publishes nothing)."""
     gate_run = run.components.get(P.DATA_GATE)
@@ -119,20 +123,20 @@ def _gate_outcome(md: M.Metadata, run: M.RunInfo, schema) -> dict[str, Any]:
         return {"state": "not run", "accepted": [], "rejected": [], "drift": {}, "reference_span": None}
     stats = run.output(P.STATISTICS_GEN, "statistics")
     examples = run.output(P.EXAMPLE_GEN, "examples")
-    span = M.prop(examples, "span") or 0 if examples is not None else 0
-    passed = [a for a in md.store.get_artifacts_by_type("ExampleAnomalies")
-              if M.prop(a, "span") is not None and M.prop(a, "span") < span
-              and os.path.exists(os.path.join(a.uri, data_gate.GATE_FILE))]
-    reference = max(passed, key=lambda a: (M.prop(a, "span"), a.id), default=None)
-    drift, rejected = {}, []
+    span = lineage.span_of(examples) if examples is not None else 0
+    passes = lineage.passed_examples(md.store, lineage.pipeline_artifacts(md.store, md.pipeline_name, lineage.GATE_RESULT_TYPE))
+    earlier = [(lineage.span_of(e), result.id, result) for e, result in passes if lineage.span_of(e) < span]
+    reference_span, _, reference = max(earlier, key=lambda t: t[:2], default=(None, None, None))
+    drift: dict[str, list[dict]] = {}
+    rejected: list[dict] = []
     if stats is not None and reference is not None:
         rejected, measured = V.drift_by_split(stats.uri, reference.uri, schema, ("train", "eval"), span)
         drift = {split: [dataclasses.asdict(m) for m in ms] for split, ms in measured.items()}
     return {"state": gate_run.state, "accepted": [], "rejected": rejected, "drift": drift,
-            "reference_span": M.prop(reference, "span") if reference is not None else None}
+            "reference_span": reference_span}
 
 
-def build(md: M.Metadata, run_id: str | None, schema_path: str, serving_data: str | None = None) -> str:
+def build(md: Metadata, run_id: str | None, schema_path: str, serving_data: str | None = None) -> str:
     """The report's HTML for a run (default: the latest)."""
     run = md.run(run_id) if run_id else md.latest_run()
     schema = V.load_schema(schema_path)
@@ -156,10 +160,10 @@ def build(md: M.Metadata, run_id: str | None, schema_path: str, serving_data: st
     else:
         for split in ("train", "eval"):
             path = os.path.join(stats.uri, f"Split-{split}")
-            if os.path.isdir(path):
+            if tf.io.gfile.isdir(path):
                 s = V.load_statistics(path)
                 parts.append(f"<h3>{split}: {V.num_examples(s):,} rows</h3>")
-                parts.append(_table(["feature", "type", "with a value", "missing", "summary", "distribution"], statistics_rows(s), numeric={2, 3}))
+                parts.append(_table(["feature", "type", "with a value", "missing", "summary", "distribution"], statistics_rows(s), numeric=frozenset({2, 3})))
 
     parts.append('<h2 id="anomalies">Anomalies</h2>')
     anomalies = run.output(P.EXAMPLE_VALIDATOR, "anomalies")
@@ -167,7 +171,7 @@ def build(md: M.Metadata, run_id: str | None, schema_path: str, serving_data: st
     if anomalies is not None:
         for split in ("train", "eval"):
             path = os.path.join(anomalies.uri, f"Split-{split}")
-            if os.path.isdir(path):
+            if tf.io.gfile.isdir(path):
                 rows += V.anomaly_rows(V.load_anomalies(path), split=split)
     parts.append("<p>ExampleValidator, against the curated schema:</p>" + _anomaly_table(rows))
     if outcome["rejected"]:
@@ -183,7 +187,7 @@ def build(md: M.Metadata, run_id: str | None, schema_path: str, serving_data: st
 
     parts.append('<h2 id="skew">Skew</h2>')
     if serving_data:
-        from pipeline import monitoring
+        from ops import monitoring
 
         skew = monitoring.check_skew(md, serving_data, schema_path)
         parts.append(f"<p>{_e(skew['data'])}: {skew['rows']:,} rows against the training data of model {skew['model_id']}.</p>")
@@ -198,24 +202,24 @@ def build(md: M.Metadata, run_id: str | None, schema_path: str, serving_data: st
     if evaluation is None:
         parts.append('<p class="muted">no evaluation in this run</p>')
     else:
-        blessed = blessing is not None and M.prop(blessing, "blessed")
+        blessed = blessing is not None and prop(blessing, "blessed")
         parts.append(f'<p>Blessed: <span class="{"ok" if blessed else "bad"}">{"yes" if blessed else "no"}</span></p>')
-        sliced = M.sliced_metrics(evaluation.uri)
+        sliced = sliced_metrics(evaluation.uri)
         names = ["auc", "binary_accuracy", "precision", "recall", "example_count"]
         parts.append(_table(["slice", *names], [
             [_e(slice_name), *(_fmt(metrics[n]) if n in metrics else "" for n in names)]
             for slice_name, metrics in sorted(sliced.items(), key=lambda kv: (kv[0] != "overall", kv[0]))
-        ], numeric={1, 2, 3, 4, 5}))
+        ], numeric=frozenset({1, 2, 3, 4, 5})))
 
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<title>{_e(md.pipeline_name)} run {_e(run.run_id)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
 
 
-def write(md: M.Metadata, run_id: str | None, schema_path: str, output: str, serving_data: str | None = None) -> str:
+def write(md: Metadata, run_id: str | None, schema_path: str, output: str, serving_data: str | None = None) -> str:
     page = build(md, run_id, schema_path, serving_data)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as f:
+    tf.io.gfile.makedirs(os.path.dirname(output) or ".")
+    with tf.io.gfile.GFile(output, "w") as f:
         f.write(page)
     return output
 

@@ -13,7 +13,10 @@ from typing import Any
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from pipeline import configs, metadata
+from ops import queries
+from ops import store as mlmd_store
+from ops.evaluation import overall_metrics
+from pipeline import configs
 from pipeline import pipeline as P
 from pipeline.validation import DataValidationError
 
@@ -33,7 +36,7 @@ def exclusive_store(metadata_uri: str) -> Iterator[None]:
     """One local run at a time per SQLite store: a second run started while one is going fails
     at once, before it writes anything, instead of interleaving writes with the first. The
     lock is a file beside the store and is released by the kernel if the process dies."""
-    config = metadata.connection_config(metadata_uri)
+    config = mlmd_store.connection_config(metadata_uri)
     if not config.HasField("sqlite"):
         yield  # a MySQL server serializes writes itself
         return
@@ -60,6 +63,13 @@ def exclusive_store(metadata_uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def store_uri(cfg: configs.PipelineConfig) -> str:
+    """The local run's metadata store (a local config always has one)."""
+    if not cfg.metadata_uri:
+        raise configs.ConfigError("metadata_uri: a local run needs a metadata store")
+    return cfg.metadata_uri
+
+
 def cancel_abandoned(cfg: configs.PipelineConfig) -> list[int]:
     """Marks executions left RUNNING by a process that died (killed, out of memory) as
     CANCELED. Call only while holding `exclusive_store`: then no execution can really be
@@ -67,13 +77,13 @@ def cancel_abandoned(cfg: configs.PipelineConfig) -> list[int]:
     reuses everything that finished (the cache)."""
     if not os.path.exists(cfg.metadata_uri or ""):
         return []
-    store = metadata.open_store(cfg.metadata_uri, read_only=False)
-    stale = [e for e in store.get_executions() if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+    db = mlmd_store.open_store(store_uri(cfg), read_only=False)
+    stale = [e for e in db.get_executions() if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
     for e in stale:
         e.last_known_state = metadata_store_pb2.Execution.CANCELED
         e.custom_properties["canceled_reason"].string_value = "the run's process exited while this was running"
     if stale:
-        store.put_executions(stale)
+        db.put_executions(stale)
         logger.warning("marked %d execution(s) abandoned by an earlier run as CANCELED", len(stale))
     return [e.id for e in stale]
 
@@ -91,7 +101,7 @@ def build_config(
 
 
 def metadata_connection(cfg: configs.PipelineConfig):
-    config = metadata.connection_config(cfg.metadata_uri)
+    config = mlmd_store.connection_config(store_uri(cfg))
     if config.HasField("postgresql"):
         # It would fail part-way through the run, at the first property holding a backslash.
         raise configs.ConfigError(
@@ -113,7 +123,7 @@ def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
     """
     connection = metadata_connection(cfg)
     pipeline = P.create_pipeline(cfg, connection)
-    with exclusive_store(cfg.metadata_uri):
+    with exclusive_store(store_uri(cfg)):
         cancel_abandoned(cfg)
         try:
             LocalDagRunner().run(pipeline)
@@ -128,29 +138,28 @@ def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
 
 def _failed_component(cfg: configs.PipelineConfig) -> str | None:
     try:
-        latest = metadata.Metadata(metadata.open_store(cfg.metadata_uri), cfg.pipeline_name).latest_run()
-    except metadata.MetadataError:
+        latest = queries.Metadata(mlmd_store.open_store(store_uri(cfg)), cfg.pipeline_name).latest_run()
+    except mlmd_store.MetadataError:
         return None
     return next((name for name, c in latest.components.items() if c.state == "failed"), None)
 
 
 def summarize(cfg: configs.PipelineConfig) -> dict[str, Any]:
     """What the latest run did: component states, blessing, metrics, the pushed model."""
-    store = metadata.open_store(cfg.metadata_uri)
-    latest = metadata.Metadata(store, cfg.pipeline_name).latest_run()
+    latest = queries.Metadata(mlmd_store.open_store(store_uri(cfg)), cfg.pipeline_name).latest_run()
     blessing = latest.output(P.EVALUATOR, "blessing")
     evaluation = latest.output(P.EVALUATOR, "evaluation")
     pushed = latest.output(P.PUSHER, "pushed_model")
-    was_pushed = bool(pushed is not None and metadata.prop(pushed, "pushed"))
+    was_pushed = bool(pushed is not None and queries.prop(pushed, "pushed"))
     return {
         "run_id": latest.run_id,
         "status": latest.status,
         "components": {name: c.state for name, c in latest.components.items()},
-        "blessed": bool(blessing is not None and metadata.prop(blessing, "blessed")),
-        "metrics": metadata.overall_metrics(evaluation.uri) if evaluation is not None else {},
-        "pushed_model": metadata.prop(pushed, "pushed_destination") if was_pushed else None,
+        "blessed": bool(blessing is not None and queries.prop(blessing, "blessed")),
+        "metrics": overall_metrics(evaluation.uri) if evaluation is not None else {},
+        "pushed_model": queries.prop(pushed, "pushed_destination") if was_pushed else None,
         "serving_model_dir": cfg.serving_model_dir,
-        "metadata": metadata.redact(cfg.metadata_uri),
+        "metadata": mlmd_store.redact(cfg.metadata_uri),
     }
 
 

@@ -1,0 +1,116 @@
+"""Opening an ML Metadata store from a URI: SQLite locally, MySQL/MariaDB shared.
+
+Every operations tool (queries, report, monitoring, rollback) and the local runner open the
+store here, so a store that cannot be reached fails the same way, in one line, everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+import urllib.parse
+
+from ml_metadata import errors as mlmd_errors
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+
+class MetadataError(Exception):
+    """The store cannot be reached or does not hold what was asked for. One line."""
+
+
+def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
+    """A ConnectionConfig from a store URI.
+
+    Accepted: a SQLite file path (or sqlite:///path), mysql://user[:pw]@host[:port]/db, and
+    postgresql://user[:pw]@host[:port]/db (readable, but ml-metadata 1.16 cannot store TFX
+    runs there: its PostgreSQL backend mis-quotes strings containing a backslash).
+    """
+    if not uri:
+        raise MetadataError("no metadata store given")
+    config = metadata_store_pb2.ConnectionConfig()
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("postgresql", "postgres", "mysql"):
+        if not parsed.hostname or not parsed.path.strip("/"):
+            raise MetadataError(f"metadata URI needs a host and a database: {redact(uri)}")
+        if parsed.scheme == "mysql":
+            db = config.mysql
+            db.host, db.database = parsed.hostname, parsed.path.strip("/")
+            db.port = parsed.port or 3306
+        else:
+            db = config.postgresql
+            db.host, db.dbname = parsed.hostname, parsed.path.strip("/")
+            db.port = str(parsed.port or 5432)
+        db.user = urllib.parse.unquote(parsed.username or "")
+        if parsed.password:
+            db.password = urllib.parse.unquote(parsed.password)
+        return config
+    if parsed.scheme not in ("", "sqlite"):
+        raise MetadataError(f"unsupported metadata store {parsed.scheme!r}: use a SQLite path or mysql://")
+    path = parsed.path if parsed.scheme == "sqlite" else uri
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+        if read_only
+        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    )
+    return config
+
+
+def redact(uri: str | None) -> str | None:
+    """The URI without its password, for messages and summaries."""
+    if not uri:
+        return uri
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
+    return uri
+
+
+def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore:
+    """Opens an existing store (for reading, by default). A missing SQLite file is an error,
+    not a new store."""
+    config = connection_config(uri, read_only=read_only)
+    if config.HasField("sqlite") and not os.path.isfile(config.sqlite.filename_uri):
+        raise MetadataError(f"no metadata store at {config.sqlite.filename_uri} (run the pipeline first)")
+    if config.HasField("postgresql") or config.HasField("mysql"):
+        # A server that is not there is the common mistake, and MLMD's own error for it is
+        # empty for MySQL ("errno: , error:"): check the port first, and do not retry.
+        db = config.mysql if config.HasField("mysql") else config.postgresql
+        try:
+            socket.create_connection((db.host, int(db.port)), timeout=5).close()
+        except OSError as e:
+            raise MetadataError(f"cannot open the metadata store {redact(uri)}: cannot reach {db.host}:{db.port} ({e.strerror or e})") from e
+        config.retry_options.max_num_retries = 1
+    with _captured_fd2() as native_log:
+        try:
+            return metadata_store.MetadataStore(config)
+        except (mlmd_errors.StatusError, RuntimeError) as e:
+            error = e
+    # The database client library explains a failed connection on fd 2 ("Connection
+    # refused", "password authentication failed"); that is the useful part.
+    reasons = [line.split("] ", 1)[-1].strip() for line in native_log if "could not connect" in line or "FATAL" in line or "refused" in line]
+    reason = reasons[0] if reasons else (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise MetadataError(f"cannot open the metadata store {redact(uri)}: {reason}") from error
+
+
+@contextlib.contextmanager
+def _captured_fd2():
+    """Redirects file descriptor 2 (where MLMD's C++ code and libpq log) to a temporary file;
+    yields a list that holds the captured lines once the block has exited."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().splitlines())
