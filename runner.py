@@ -126,9 +126,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--version {args.version}: no such version under {args.model_dir}")
     logging.getLogger("serving").setLevel(logging.INFO)
     cfg = ServerConfig(
-        model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
-        pinned_version=args.version, batching=not args.no_batching, max_batch_size=args.max_batch_size,
-        batch_timeout_ms=args.batch_timeout_ms, max_instances=args.max_instances, poll_seconds=args.poll_seconds,
+        model_dir=args.model_dir,
+        model_name=args.model_name,
+        host=args.host,
+        port=args.port,
+        pinned_version=args.version,
+        batching=not args.no_batching,
+        max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms,
+        max_instances=args.max_instances,
+        poll_seconds=args.poll_seconds,
         request_log=args.request_log,
     )
     print(f"serving {args.model_dir} at http://{args.host}:{args.port}/v1/models/{args.model_name}:predict", flush=True)
@@ -147,8 +154,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model_dir = os.path.join(args.model_dir, str(versions[-1]))
     start = time.time()
     try:
-        out = batch.predict(model_dir, args.input, args.output, key_columns=args.key_columns,
-                            input_format=args.format, beam_args=args.beam_args or batch.DEFAULT_BEAM_ARGS)
+        out = batch.predict(
+            model_dir,
+            args.input,
+            args.output,
+            key_columns=args.key_columns,
+            input_format=args.format,
+            beam_args=args.beam_args or batch.DEFAULT_BEAM_ARGS,
+        )
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
     print(json.dumps({**out, "model": model_dir, "seconds": round(time.time() - start, 1)}, indent=2))
@@ -206,9 +219,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             done = rollback.rollback(args.metadata, args.pipeline_name, args.model_dir, args.to)
     except rollback.RollbackError as e:
         raise UserError(str(e)) from e
-    return _emit(args, done, lambda d: (
-        f"rolled back: version {d['rolled_back_to']} is served again as version {d['new_version']} "
-        f"(was {d['served_before']}); recorded as execution {d['execution_id']}"))
+    return _emit(
+        args,
+        done,
+        lambda d: (
+            f"rolled back: version {d['rolled_back_to']} is served again as version {d['new_version']} "
+            f"(was {d['served_before']}); recorded as execution {d['execution_id']}"
+        ),
+    )
 
 
 # Flags that override settings of the Vertex config file (flag -> VertexConfig field).
@@ -263,9 +281,7 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.configs import PIPELINE_NAME  # no TensorFlow: keeps --help fast
 
-    parser = argparse.ArgumentParser(
-        prog="runner.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="runner.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbose", action="store_true", help="show TFX and Beam logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -275,21 +291,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default=DEFAULT_OUTPUT, help="artifacts, metadata.sqlite and serving/ go here")
     run.add_argument("--train-steps", type=int, default=None, help="training steps (default: the config's)")
     run.add_argument("--hparams", help="JSON object or file overriding hyperparameters")
-    run.add_argument("--metadata", help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or mysql://user:password@host:port/db (MySQL/MariaDB)")
+    run.add_argument(
+        "--metadata",
+        help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or "
+        "mysql://user:password@host:port/db (MySQL/MariaDB)",
+    )
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
-    run.add_argument("--accept-anomalies", nargs="+", metavar="FEATURE[:KIND]",
-                     help="let the data gate pass these anomalies for this run (recorded in ML Metadata); * accepts all")
+    run.add_argument(
+        "--accept-anomalies",
+        nargs="+",
+        metavar="FEATURE[:KIND]",
+        help="let the data gate pass these anomalies for this run (recorded in ML Metadata); * accepts all",
+    )
     run.add_argument("--window", type=int, help="training window in spans (default: 3)")
-    run.add_argument("--beam-mode", choices=("auto", "in_memory", "multi_processing"), default="auto",
-                     help="Beam DirectRunner mode; auto: in_memory below 24 MiB of input CSV, multi_processing "
-                          "above (measured crossover, bench/RESULTS.md) (default: %(default)s)")
+    run.add_argument(
+        "--beam-mode",
+        choices=("auto", "in_memory", "multi_processing"),
+        default="auto",
+        help="Beam DirectRunner mode; auto: in_memory below 24 MiB of input CSV, multi_processing "
+        "above (measured crossover, bench/RESULTS.md) (default: %(default)s)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
     def metadata_command(name: str, func, text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
-        p.add_argument("--metadata", default=os.path.join(DEFAULT_OUTPUT, "metadata.sqlite"),
-                       help="SQLite path or mysql://user[:password]@host[:port]/db (default: %(default)s)")
+        p.add_argument(
+            "--metadata",
+            default=os.path.join(DEFAULT_OUTPUT, "metadata.sqlite"),
+            help="SQLite path or mysql://user[:password]@host[:port]/db (default: %(default)s)",
+        )
         p.add_argument("--pipeline-name", default=PIPELINE_NAME, help="default: %(default)s")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
@@ -309,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_b", nargs="?", help="pushed version or artifact id (default: the one pushed before A)")
 
     p = metadata_command("validate", cmd_validate, "skew: serving data or a request log against the served model's training data")
-    p.add_argument("--data", required=True, help="CSV file or folder, or JSON lines (instances, or request bodies from serve --request-log)")
+    p.add_argument(
+        "--data", required=True, help="CSV file or folder, or JSON lines (instances, or request bodies from serve --request-log)"
+    )
     p.add_argument("--schema", default=DEFAULT_SCHEMA, help="default: %(default)s")
     p.add_argument("--model", help="pushed version or artifact id (default: the newest pushed model)")
     p = metadata_command("report", cmd_report, "one static HTML report of a run: statistics, anomalies, drift, skew, evaluation")
@@ -319,10 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving-data", help="also report skew of this serving data (as for validate)")
     p = metadata_command("rollback", cmd_rollback, "serve an earlier pushed model again (recorded in ML Metadata)")
     p.add_argument("--to", type=int, help="pushed version to serve (default: the one before the served one)")
-    p.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)")
+    p.add_argument(
+        "--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)"
+    )
 
     serve_p = sub.add_parser("serve", help="REST predictions (TF Serving / Vertex AI format) from the pushed models")
-    serve_p.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)")
+    serve_p.add_argument(
+        "--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)"
+    )
     serve_p.add_argument("--model-name", default="taxi")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=int, default=8501)
@@ -342,8 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"))
     pred.add_argument("--format", choices=["csv", "tfrecord"], help="default: from the file name")
     pred.add_argument("--key-columns", nargs="+", help="input columns copied to the output (default: all but the label's)")
-    pred.add_argument("--beam-args", nargs=argparse.REMAINDER,
-                      help="Beam options, e.g. --runner=DataflowRunner --project=P --region=R --temp_location=gs://...")
+    pred.add_argument(
+        "--beam-args",
+        nargs=argparse.REMAINDER,
+        help="Beam options, e.g. --runner=DataflowRunner --project=P --region=R --temp_location=gs://...",
+    )
     pred.set_defaults(func=cmd_predict)
 
     vertex = sub.add_parser("vertex", help="compile for / submit to Vertex AI Pipelines")

@@ -39,8 +39,10 @@ def read_split(examples_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         labels.append(int(fare > 0 and tips > F.BIG_TIP_FRACTION * fare))
         rows.append([example_value(feature, k) for k in keys])
     # Strings -> a stable numeric code (CRC32: the same in every process); missing -> NaN.
-    x = np.array([[np.nan if v is None else (zlib.crc32(v.encode()) if isinstance(v, str) else v) for v in r] for r in rows],
-                 dtype=np.float64)
+    x = np.array(
+        [[np.nan if v is None else (zlib.crc32(v.encode()) if isinstance(v, str) else v) for v in r] for r in rows],
+        dtype=np.float64,
+    )
     return x, np.array(labels)
 
 

@@ -60,6 +60,7 @@ MODES = BEAM_MODES  # the DirectRunner modes, as the pipeline configures them
 
 # --- In the child process: one pipeline run ----------------------------------------------------
 
+
 def component_times(metadata_uri: str, pipeline_name: str) -> dict[str, dict]:
     """Seconds per component of the latest run, from ML Metadata's execution records."""
     from ops.queries import Metadata
@@ -86,8 +87,12 @@ def child_ours(args) -> dict:
     cfg = local.build_config(args.root, args.data, SCHEMA, **overrides)
     start = time.time()
     summary = local.run(cfg)
-    return {"pipeline_seconds": round(time.time() - start, 1), "components": component_times(cfg.metadata_uri, cfg.pipeline_name),
-            "pushed": summary["pushed_model"], "examples": _examples_uri(cfg.metadata_uri, cfg.pipeline_name)}
+    return {
+        "pipeline_seconds": round(time.time() - start, 1),
+        "components": component_times(cfg.metadata_uri, cfg.pipeline_name),
+        "pushed": summary["pushed_model"],
+        "examples": _examples_uri(cfg.metadata_uri, cfg.pipeline_name),
+    }
 
 
 def child_peer(args) -> dict:
@@ -107,8 +112,12 @@ def child_peer(args) -> dict:
     LocalDagRunner().run(pipeline)
     uri = os.path.join(args.root, "metadata.sqlite")
     versions = sorted(glob.glob(os.path.join(args.root, "serving", "*")))
-    return {"pipeline_seconds": round(time.time() - start, 1), "components": component_times(uri, "chicago_taxi_native_keras"),
-            "pushed": versions[-1] if versions else None, "examples": _examples_uri(uri, "chicago_taxi_native_keras")}
+    return {
+        "pipeline_seconds": round(time.time() - start, 1),
+        "components": component_times(uri, "chicago_taxi_native_keras"),
+        "pushed": versions[-1] if versions else None,
+        "examples": _examples_uri(uri, "chicago_taxi_native_keras"),
+    }
 
 
 def _examples_uri(metadata_uri: str, pipeline_name: str) -> str:
@@ -120,6 +129,7 @@ def _examples_uri(metadata_uri: str, pipeline_name: str) -> str:
 
 
 # --- In the parent: processes, memory, quality -------------------------------------------------
+
 
 def run_child(kind: str, root: str, data: str, mode: str = "in_memory", **extra) -> dict:
     """Runs one pipeline in a fresh process; returns its report plus wall time and peak memory."""
@@ -193,11 +203,14 @@ def quality(runs: dict[str, dict]) -> dict[str, dict]:
         fn = model.signatures["serving_default"]
         scores = []
         for start in range(0, len(serialized), 1000):
-            result = fn(examples=tf.constant(serialized[start:start + 1000]))
+            result = fn(examples=tf.constant(serialized[start : start + 1000]))
             scores.append(next(iter(result.values())).numpy().reshape(-1))
         scores = np.concatenate(scores)
-        out[name] = {"rows": len(common), "accuracy": round(float(((scores > 0.5) == labels).mean()), 4),
-                     "auc": round(float(roc_auc_score(labels, scores)), 4)}
+        out[name] = {
+            "rows": len(common),
+            "accuracy": round(float(((scores > 0.5) == labels).mean()), 4),
+            "auc": round(float(roc_auc_score(labels, scores)), 4),
+        }
     return out
 
 
@@ -207,6 +220,7 @@ def timestamp_shift(factor: int, data_max: int) -> int:
         return 0
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
+
     with open(SCHEMA) as f:
         schema = text_format.Parse(f.read(), schema_pb2.Schema())
     domain_max = next(f.int_domain.max for f in schema.feature if f.name == "trip_start_timestamp")
@@ -230,21 +244,29 @@ def scaled_data(work: str, factor: int) -> tuple[str, int]:
         out.write(header + "\n")
         for copy in range(factor):
             for cells in rows:
-                out.write(",".join([*cells[:column], str(int(cells[column]) + copy * shift), *cells[column + 1:]]) + "\n")
+                out.write(",".join([*cells[:column], str(int(cells[column]) + copy * shift), *cells[column + 1 :]]) + "\n")
     return folder, shift
 
 
 # --- The report --------------------------------------------------------------------------------
 
 # The peer's component ids (class names) and ours, so its rows line up with ours.
-PEER_IDS = {"CsvExampleGen": "example_gen", "StatisticsGen": "statistics_gen", "SchemaGen": "schema_gen",
-            "ExampleValidator": "example_validator", "Transform": "transform", "Trainer": "trainer",
-            "Evaluator": "evaluator", "Pusher": "pusher"}
+PEER_IDS = {
+    "CsvExampleGen": "example_gen",
+    "StatisticsGen": "statistics_gen",
+    "SchemaGen": "schema_gen",
+    "ExampleValidator": "example_validator",
+    "Transform": "transform",
+    "Trainer": "trainer",
+    "Evaluator": "evaluator",
+    "Pusher": "pusher",
+}
 
 
 def _components_table(columns: dict[str, dict]) -> list[str]:
-    columns = {name: {**r, "components": {PEER_IDS.get(k, k): v for k, v in r["components"].items()}}
-               for name, r in columns.items()}
+    columns = {
+        name: {**r, "components": {PEER_IDS.get(k, k): v for k, v in r["components"].items()}} for name, r in columns.items()
+    }
     names = []
     for report in columns.values():
         names += [n for n in report["components"] if n not in names]
@@ -302,7 +324,10 @@ def write_results(results: dict, path: str, command: str) -> None:
         ]
         for name in ("full", "unchanged", "hparams changed"):
             r = reruns[name]
-            lines.append(f"| {name} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['pipeline_seconds'] / full['pipeline_seconds']:.0%} |")
+            lines.append(
+                f"| {name} | {r['wall_seconds']} | {r['pipeline_seconds']} "
+                f"| {r['pipeline_seconds'] / full['pipeline_seconds']:.0%} |"
+            )
         lines += ["", "Time per component (s; cached components say so):", "", *_components_table(reruns), ""]
     scale = results.get("scale")
     if scale:
@@ -318,7 +343,10 @@ def write_results(results: dict, path: str, command: str) -> None:
         ]
         for r in scale.values():
             shift = r.get("timestamp_shift", TIMESTAMP_SHIFT if r["factor"] > 1 else 0)  # runs recorded before the field
-            lines.append(f"| {r['factor']}x | {r['rows']:,} | {shift:,} | {r['mode']} | {r['wall_seconds']} | {r['pipeline_seconds']} | {r['peak_rss_mb']} |")
+            lines.append(
+                f"| {r['factor']}x | {r['rows']:,} | {shift:,} | {r['mode']} | {r['wall_seconds']} "
+                f"| {r['pipeline_seconds']} | {r['peak_rss_mb']} |"
+            )
         lines += ["", "Time per component (s):", "", *_components_table(scale), ""]
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-notes.md")
     if os.path.exists(notes) and not results.get("smoke"):
@@ -354,8 +382,11 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     parser.add_argument("--render", help="only write --output from this results JSON")
-    parser.add_argument("--add-scale-to", metavar="RESULTS_JSON",
-                        help="run only the scale series and add its rows to this results file (then re-render)")
+    parser.add_argument(
+        "--add-scale-to",
+        metavar="RESULTS_JSON",
+        help="run only the scale series and add its rows to this results file (then re-render)",
+    )
     # Child-process mode.
     parser.add_argument("--child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
@@ -378,8 +409,10 @@ def main() -> None:
         write_results(results, args.output, results.get("command", "python bench/pipeline_bench.py"))
         return
     work = args.workdir or tempfile.mkdtemp(prefix="pipeline-bench-")
-    results: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"}
+    results: dict = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}",
+    }
     steps = 100 if args.smoke and not args.train_steps else args.train_steps
     results["smoke"] = args.smoke
     data, _ = scaled_data(work, 1)

@@ -108,8 +108,11 @@ def online(model_dir: str, instances: list[dict], total: int) -> list[dict]:
             for concurrency in (1, 8, 32):
                 r = asyncio.run(load(url, instances, concurrency, total))
                 results.append({"batching": batching, "clients": concurrency, **r})
-                print(f"  online batching={batching!s:5} clients={concurrency:2}: p50 {r['p50_ms']:.2f} ms, "
-                      f"p99 {r['p99_ms']:.2f} ms, {r['rps']:.0f} req/s", flush=True)
+                print(
+                    f"  online batching={batching!s:5} clients={concurrency:2}: p50 {r['p50_ms']:.2f} ms, "
+                    f"p99 {r['p99_ms']:.2f} ms, {r['rps']:.0f} req/s",
+                    flush=True,
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -151,11 +154,20 @@ def batch(model_dir: str, rows, parse) -> dict:
         batch_mod.predict(model_dir, path, os.path.join(work, name))
         rates[name] = n / (time.perf_counter() - start)
     shutil.rmtree(work, ignore_errors=True)
-    result = {"batched_rows_per_s": batched, "naive_rows_per_s": naive, "ratio": batched / naive,
-              "predict_x1_rows_per_s": rates["x1"], "predict_x10_rows_per_s": rates["x10"], "batch_rows": len(insts)}
-    print(f"  batch: model on {len(insts)}-row batches {batched:,.0f} rows/s; naive one-row loop {naive:,.0f} rows/s "
-          f"(x{batched / naive:.0f}); predict (Beam, CSV->CSV) {rates['x1']:,.0f} rows/s on 15,002 rows, "
-          f"{rates['x10']:,.0f} rows/s on 150,020", flush=True)
+    result = {
+        "batched_rows_per_s": batched,
+        "naive_rows_per_s": naive,
+        "ratio": batched / naive,
+        "predict_x1_rows_per_s": rates["x1"],
+        "predict_x10_rows_per_s": rates["x10"],
+        "batch_rows": len(insts),
+    }
+    print(
+        f"  batch: model on {len(insts)}-row batches {batched:,.0f} rows/s; naive one-row loop {naive:,.0f} rows/s "
+        f"(x{batched / naive:.0f}); predict (Beam, CSV->CSV) {rates['x1']:,.0f} rows/s on 15,002 rows, "
+        f"{rates['x10']:,.0f} rows/s on 150,020",
+        flush=True,
+    )
     return result
 
 
@@ -174,7 +186,9 @@ def write_report(path: str, online_results: list[dict], batch_result: dict, mode
         "|---|---|---|---|---|",
     ]
     for r in online_results:
-        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['clients']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:.0f} |")
+        lines.append(
+            f"| {'on' if r['batching'] else 'off'} | {r['clients']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:.0f} |"
+        )
     b = batch_result
     lines += [
         "",
@@ -185,7 +199,8 @@ def write_report(path: str, online_results: list[dict], batch_result: dict, mode
         f"| the model on {b['batch_rows']:,}-row batches (what each RunInference batch does) | {b['batched_rows_per_s']:,.0f} |",
         f"| naive loop, one row per model call | {b['naive_rows_per_s']:,.0f} |",
         f"| ratio batched / naive | x{b['ratio']:.0f} |",
-        f"| `runner.py predict` end to end (Beam DirectRunner: read, parse, score, write), 15,002 rows | {b['predict_x1_rows_per_s']:,.0f} |",
+        "| `runner.py predict` end to end (Beam DirectRunner: read, parse, score, write), 15,002 rows "
+        f"| {b['predict_x1_rows_per_s']:,.0f} |",
         f"| the same, 150,020 rows (the data 10 times) | {b['predict_x10_rows_per_s']:,.0f} |",
         "",
     ]

@@ -39,8 +39,9 @@ def transform_inputs(run_output: str) -> dict[str, dict]:
     if graph is None:
         raise SystemExit(f"{run_output}: the newest run has no Transform output")
     _, inputs = md.producer(graph)
-    return {key: {"uri": inputs[key][0].uri, "split_names": prop(inputs[key][0], "split_names")}
-            for key in ("examples", "schema")}
+    return {
+        key: {"uri": inputs[key][0].uri, "split_names": prop(inputs[key][0], "split_names")} for key in ("examples", "schema")
+    }
 
 
 def child(inputs: dict, tf1: int, out: str) -> float:
@@ -55,11 +56,16 @@ def child(inputs: dict, tf1: int, out: str) -> float:
     examples.uri, examples.split_names = inputs["examples"]["uri"], inputs["examples"]["split_names"]
     schema = standard_artifacts.Schema()
     schema.uri = inputs["schema"]["uri"]
-    outputs = {"transformed_examples": standard_artifacts.Examples(), "transform_graph": standard_artifacts.TransformGraph(),
-               "updated_analyzer_cache": standard_artifacts.TransformCache()}
+    outputs = {
+        "transformed_examples": standard_artifacts.Examples(),
+        "transform_graph": standard_artifacts.TransformGraph(),
+        "updated_analyzer_cache": standard_artifacts.TransformCache(),
+    }
     for key, artifact in outputs.items():
         artifact.uri = os.path.join(out, key)
-    context = Executor.Context(beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(out, "tmp"), unique_id="bench")
+    context = Executor.Context(
+        beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(out, "tmp"), unique_id="bench"
+    )
     # As the pipeline configures Transform (pipeline/pipeline.py), bar the mode.
     properties = {"preprocessing_fn": PREPROCESSING_FN, "disable_statistics": 1, "force_tf_compat_v1": tf1, "custom_config": "{}"}
     start = time.time()
@@ -89,8 +95,13 @@ def main() -> None:
             tf1 = MODES[mode]
             with tempfile.TemporaryDirectory(prefix="transform-bench-") as out:
                 spec = json.dumps({"inputs": inputs, "tf1": tf1, "out": out})
-                done = subprocess.run([sys.executable, __file__, "--run-output", args.run_output, "--child", spec],
-                                      check=True, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                done = subprocess.run(
+                    [sys.executable, __file__, "--run-output", args.run_output, "--child", spec],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                )
                 seconds[mode].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
     print(f"Transform executor alone on {inputs['examples']['uri']} (in_memory Beam), {args.repeat} runs per mode:\n")
     print("| mode | median (s) | runs (s) |\n|---|---:|---|")

@@ -107,9 +107,7 @@ def bucket_name(key: str) -> str:
 
 def dense_feature_names() -> list[str]:
     """Transformed float features fed to the deep part."""
-    return [transformed_name(k) for k in NUMERIC_FEATURES] + [
-        missing_flag_name(k) for k in NUMERIC_FEATURES
-    ]
+    return [transformed_name(k) for k in NUMERIC_FEATURES] + [missing_flag_name(k) for k in NUMERIC_FEATURES]
 
 
 def categorical_cardinalities(include_crosses: bool = True) -> dict[str, int]:

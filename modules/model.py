@@ -58,7 +58,11 @@ def build_model(hp: HParams) -> keras.Model:
         if name in crosses:
             continue
         dim = min(hp.embedding_dim, card)
-        deep_parts.append(keras.layers.Flatten()(keras.layers.Embedding(card, dim, embeddings_regularizer=deep_regularizer, name=f"emb_{name}")(inputs[name])))
+        deep_parts.append(
+            keras.layers.Flatten()(
+                keras.layers.Embedding(card, dim, embeddings_regularizer=deep_regularizer, name=f"emb_{name}")(inputs[name])
+            )
+        )
     x = keras.layers.Concatenate(name="deep_input")(deep_parts)
     for i, units in enumerate(hp.hidden_units):
         x = keras.layers.Dense(units, activation="relu", kernel_regularizer=deep_regularizer, name=f"deep_{i}")(x)

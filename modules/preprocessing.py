@@ -22,9 +22,7 @@ _CROSS_SEPARATOR = "_x_"
 def _to_dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
     """[batch, 0 or 1] sparse or [batch, 1] / [batch] dense -> [batch], missing -> default."""
     if isinstance(x, tf.SparseTensor):
-        x = tf.sparse.to_dense(
-            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default
-        )
+        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default)
     if x.shape.rank == 2:
         x = tf.squeeze(x, axis=1)
     return x
@@ -116,9 +114,6 @@ def preprocessing_fn(inputs: dict) -> dict:
 
     # The label needs columns that are absent at serving time; Transform's serving layer
     # prunes this output when they are not fed.
-    label_inputs = {
-        key: tf.cast(_to_dense(inputs[key], 0), tf.float32)
-        for key in F.LABEL_INPUT_KEYS
-    }
+    label_inputs = {key: tf.cast(_to_dense(inputs[key], 0), tf.float32) for key in F.LABEL_INPUT_KEYS}
     outputs[F.LABEL_KEY] = F.make_label(label_inputs)
     return outputs

@@ -54,7 +54,9 @@ def _dataset(
     schema = tf_transform_output.transformed_metadata.schema
 
     def from_disk(**options) -> tf.data.Dataset:
-        return data_accessor.tf_dataset_factory(file_pattern, tfxio.TensorFlowDatasetOptions(label_key=F.LABEL_KEY, **options), schema)
+        return data_accessor.tf_dataset_factory(
+            file_pattern, tfxio.TensorFlowDatasetOptions(label_key=F.LABEL_KEY, **options), schema
+        )
 
     streamed = from_disk(batch_size=batch_size, shuffle_seed=seed)
     dense = all(isinstance(spec, tf.TensorSpec) for spec in streamed.element_spec[0].values())
@@ -134,9 +136,7 @@ class _ServingModule(tf.Module):
         return {PREDICTION_KEY: tf.squeeze(probability, axis=1)}
 
 
-def export_serving_model(
-    model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
-) -> None:
+def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
     """Saves `model` with the Transform graph and the serving signatures to `export_dir`."""
     module = _ServingModule(model, tf_transform_output)
     tf.saved_model.save(module, export_dir, signatures=module.serving_signatures)
@@ -151,9 +151,7 @@ def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
         logger.warning("warm start skipped: %s has no tracked model", base_model_dir)
         return False
     ours = {v.name: v for v in model.variables}
-    if set(base_weights) != set(ours) or any(
-        base_weights[n].shape != ours[n].shape for n in ours
-    ):
+    if set(base_weights) != set(ours) or any(base_weights[n].shape != ours[n].shape for n in ours):
         logger.warning("warm start skipped: %s has a different architecture", base_model_dir)
         return False
     for name, var in ours.items():
@@ -179,14 +177,25 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fit_steps(model: keras.Model, train: tf.data.Dataset, steps: int, steps_per_eval: int,
-              callbacks: Sequence[keras.callbacks.Callback] = (), **fit_args: Any) -> int:
+def fit_steps(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    steps: int,
+    steps_per_eval: int,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    **fit_args: Any,
+) -> int:
     """Trains for exactly `steps` steps, validating every `steps_per_eval` steps and at the
     end; returns the number of steps trained."""
     stop = StopAtStep(steps)
     steps_per_epoch = min(steps_per_eval, steps)
-    model.fit(train, steps_per_epoch=steps_per_epoch, epochs=math.ceil(steps / steps_per_epoch),
-              callbacks=[*callbacks, stop], **fit_args)
+    model.fit(
+        train,
+        steps_per_epoch=steps_per_epoch,
+        epochs=math.ceil(steps / steps_per_epoch),
+        callbacks=[*callbacks, stop],
+        **fit_args,
+    )
     return stop.trained
 
 
@@ -207,9 +216,14 @@ def run_fn(fn_args: FnArgs) -> None:
     # Think in steps: an "epoch" here is only the interval between validations and summaries.
     fit_started = time.monotonic()
     trained = fit_steps(
-        model, train, fn_args.train_steps, hp.steps_per_eval,
+        model,
+        train,
+        fn_args.train_steps,
+        hp.steps_per_eval,
         callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
-        validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2,
+        validation_data=evaluation,
+        validation_steps=fn_args.eval_steps,
+        verbose=2,
     )
     # The record of how this model was made: what it started from and how long it trained.
     tf.io.gfile.makedirs(fn_args.model_run_dir)
@@ -217,5 +231,9 @@ def run_fn(fn_args: FnArgs) -> None:
         f.write(json.dumps({"warm_start": warm, "steps_trained": trained, "train_steps": fn_args.train_steps}))
     export_started = time.monotonic()
     export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
-    logger.info("trainer seconds: set-up %.1f, fit %.1f, export %.1f", fit_started - started,
-                export_started - fit_started, time.monotonic() - export_started)
+    logger.info(
+        "trainer seconds: set-up %.1f, fit %.1f, export %.1f",
+        fit_started - started,
+        export_started - fit_started,
+        time.monotonic() - export_started,
+    )

@@ -59,7 +59,7 @@ def _instances(files: list[str]):
                     raise MonitoringError(f"{name}:{number}: not JSON ({e.msg})") from e
                 items = record["instances"] if isinstance(record, dict) and "instances" in record else [record]
                 if not isinstance(items, list):
-                    raise MonitoringError(f"{name}:{number}: \"instances\" must be a list")
+                    raise MonitoringError(f'{name}:{number}: "instances" must be a list')
                 for item in items:
                     if not isinstance(item, dict):
                         raise MonitoringError(f"{name}:{number}: an instance must be an object of feature values")
@@ -107,10 +107,16 @@ def check_skew(md: Metadata, data_path: str, schema_path: str, model_ref: str | 
     rows += skew_rows
     features: dict[str, dict[str, Any]] = {}
     for c in measured:
-        features.setdefault(c.feature, {})["skew"] = {"measure": c.measure, "value": c.value,
-                                                       "threshold": c.threshold, "exceeded": c.exceeded}
+        features.setdefault(c.feature, {})["skew"] = {
+            "measure": c.measure,
+            "value": c.value,
+            "threshold": c.threshold,
+            "exceeded": c.exceeded,
+        }
     for r in rows:
-        features.setdefault(r["feature"], {}).setdefault("anomalies", []).append({"kind": r["kind"], "description": r["description"]})
+        features.setdefault(r["feature"], {}).setdefault("anomalies", []).append(
+            {"kind": r["kind"], "description": r["description"]}
+        )
     return {
         "data": data_path,
         "rows": V.num_examples(serving),
@@ -132,9 +138,17 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for name, info in sorted(report["features"].items()):
         skew = info.get("skew")
-        skew_text = f"{skew['measure']} {skew['value']:.4f} / {skew['threshold']}" + (" HIGH" if skew["exceeded"] else "") if skew else "-"
+        skew_text = (
+            f"{skew['measure']} {skew['value']:.4f} / {skew['threshold']}" + (" HIGH" if skew["exceeded"] else "")
+            if skew
+            else "-"
+        )
         anomalies = "; ".join(f"{a['kind']}: {a['description']}" for a in info.get("anomalies", [])) or "-"
         lines.append(f"{name:<24} {skew_text:<28} {anomalies}")
-    lines += ["", "ok: no anomalies, no skew beyond the schema's thresholds" if report["ok"]
-              else f"NOT OK: {len(report['anomalies'])} problem(s)"]
+    lines += [
+        "",
+        "ok: no anomalies, no skew beyond the schema's thresholds"
+        if report["ok"]
+        else f"NOT OK: {len(report['anomalies'])} problem(s)",
+    ]
     return "\n".join(lines)

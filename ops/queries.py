@@ -62,11 +62,17 @@ def artifact_dict(artifact: Artifact) -> dict[str, Any]:
             if name == "split_names" and isinstance(value, str):
                 value = json.loads(value)
             props[name] = value
-    return {"id": artifact.id, "type": artifact.type, "uri": artifact.uri, "properties": props,
-            "created_ms": artifact.create_time_since_epoch}
+    return {
+        "id": artifact.id,
+        "type": artifact.type,
+        "uri": artifact.uri,
+        "properties": props,
+        "created_ms": artifact.create_time_since_epoch,
+    }
 
 
 # --- Runs ------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class ComponentRun:
@@ -141,7 +147,7 @@ class Metadata:
             name = "?"
             for ctx in self.store.get_contexts_by_execution(execution_id):
                 if ctx.type == "node" and ctx.name.startswith(prefix):
-                    name = ctx.name[len(prefix):]
+                    name = ctx.name[len(prefix) :]
             self._component_cache[execution_id] = name
         return self._component_cache[execution_id]
 
@@ -214,7 +220,9 @@ class Metadata:
             found = self.store.get_artifacts_by_id([int(ref)])
             if found and lineage.belongs_to(self.store, self.pipeline_name, found[0]):
                 return found[0]
-        raise MetadataError(f"no artifact or pushed model version {ref!r} of pipeline {self.pipeline_name!r} in this metadata store")
+        raise MetadataError(
+            f"no artifact or pushed model version {ref!r} of pipeline {self.pipeline_name!r} in this metadata store"
+        )
 
     # ----- lineage
     def producer(self, artifact: Artifact) -> tuple[metadata_store_pb2.Execution, dict[str, list[Artifact]]] | None:
@@ -231,8 +239,11 @@ class Metadata:
         return [(self.execution(i), outputs.get(i, {})) for i in ids]
 
     def _execution_dict(self, execution: metadata_store_pb2.Execution) -> dict[str, Any]:
-        d = {"id": execution.id, "component": self.component_of(execution.id),
-             "state": _STATES.get(execution.last_known_state, "unknown")}
+        d = {
+            "id": execution.id,
+            "component": self.component_of(execution.id),
+            "state": _STATES.get(execution.last_known_state, "unknown"),
+        }
         custom = prop(execution, "custom_config")
         if custom and custom != "null":
             config = json.loads(custom)
@@ -261,10 +272,12 @@ class Metadata:
         if downstream:
             node["consumed_by"] = []
             for execution, outputs in self.consumers(artifact):
-                node["consumed_by"].append({
-                    "execution": self._execution_dict(execution),
-                    "outputs": {k: [self.lineage(a, True, seen) for a in v] for k, v in sorted(outputs.items())},
-                })
+                node["consumed_by"].append(
+                    {
+                        "execution": self._execution_dict(execution),
+                        "outputs": {k: [self.lineage(a, True, seen) for a in v] for k, v in sorted(outputs.items())},
+                    }
+                )
             return node
         produced = self.producer(artifact)
         if produced is None:
@@ -317,16 +330,17 @@ class Metadata:
             if not produced:
                 return
             execution = produced["execution"]
-            if execution["component"] == "trainer":
+            if execution["component"] == "trainer" and "hparams" not in result:
                 result["hparams"] = execution.get("hparams")
                 result["module_fingerprint"] = execution.get("module_fingerprint")
                 result["train_args"] = execution.get("train_args")
             if execution.get("input_base"):
-                result["input_base"] = execution["input_base"]
+                result.setdefault("input_base", execution["input_base"])
             for key, nodes in produced["inputs"].items():
                 for n in nodes:
                     result["artifacts"].setdefault(f"{execution['component']}.{key}", n["id"])
-                    walk(n)
+                    if key != lineage.WARM_START_KEY:  # the base model's own inputs are not this model's
+                        walk(n)
 
         walk(tree)
         return result

@@ -38,10 +38,17 @@ def runs_table(runs: list[dict]) -> str:
             f"{state}: {', '.join(names)}" if state != "ran" or len(by_state) == 1 else f"{state}: {len(names)}"
             for state, names in sorted(by_state.items())
         )
-        rows.append([
-            r["run_id"], _time(r["start_ms"]), _time(r["end_ms"]), f"{(r['end_ms'] - r['start_ms']) / 1000:.0f}s",
-            r["status"], r["pushed_version"] or "-", summary,
-        ])
+        rows.append(
+            [
+                r["run_id"],
+                _time(r["start_ms"]),
+                _time(r["end_ms"]),
+                f"{(r['end_ms'] - r['start_ms']) / 1000:.0f}s",
+                r["status"],
+                r["pushed_version"] or "-",
+                summary,
+            ]
+        )
     return table(["run", "start (UTC)", "end (UTC)", "took", "status", "pushed", "components"], rows)
 
 
@@ -160,8 +167,12 @@ def comparison(result: dict) -> str:
     lines.append(table(["slice", "metric", "A", "B", "A - B"], rows) if rows else "(no evaluations recorded)")
     lines.append("")
     if result["differences"]:
-        lines.append(table(["input that differs", "A", "B"],
-                           [[k, json.dumps(v[0]), json.dumps(v[1])] for k, v in result["differences"].items()]))
+        lines.append(
+            table(
+                ["input that differs", "A", "B"],
+                [[k, json.dumps(v[0]), json.dumps(v[1])] for k, v in result["differences"].items()],
+            )
+        )
     else:
         lines.append("inputs: identical")
     return "\n".join(lines)

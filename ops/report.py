@@ -26,7 +26,8 @@ SECTIONS = ("run", "gate", "statistics", "anomalies", "drift", "skew", "evaluati
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0;width:100%}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0;width:100%}
+td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#17692f;font-weight:600}.bad{color:#b00020;font-weight:600}.muted{color:#777}
 svg{display:block}nav a{margin-right:1em}
@@ -96,16 +97,25 @@ def statistics_rows(stats) -> list[list[Any]]:
 
 
 def _anomaly_table(rows: list[dict]) -> str:
-    return _table(["span", "split", "feature", "kind", "description"],
-                  [[_e(r.get("span", "")), _e(r.get("split", "")), _e(r["feature"]), _e(r["kind"]), _e(r["description"])] for r in rows])
+    return _table(
+        ["span", "split", "feature", "kind", "description"],
+        [[_e(r.get("span", "")), _e(r.get("split", "")), _e(r["feature"]), _e(r["kind"]), _e(r["description"])] for r in rows],
+    )
 
 
 def _comparison_table(measured: list[dict]) -> str:
     return _table(
         ["feature", "measure", "value", "threshold", ""],
-        [[_e(m["feature"]), _e(m["measure"]), f"{m['value']:.4f}", f"{m['threshold']:g}",
-          '<span class="bad">beyond threshold</span>' if m["value"] > m["threshold"] else '<span class="ok">ok</span>']
-         for m in measured],
+        [
+            [
+                _e(m["feature"]),
+                _e(m["measure"]),
+                f"{m['value']:.4f}",
+                f"{m['threshold']:g}",
+                '<span class="bad">beyond threshold</span>' if m["value"] > m["threshold"] else '<span class="ok">ok</span>',
+            ]
+            for m in measured
+        ],
         numeric=frozenset({2, 3}),
     )
 
@@ -117,8 +127,13 @@ def _gate_outcome(md: Metadata, run: RunInfo, schema) -> dict[str, Any]:
     result = run.output(P.DATA_GATE, "result")
     if result is not None:
         summary = data_gate.read_result(result.uri)
-        return {"state": "passed", "accepted": summary["accepted"], "rejected": [], "drift": summary["drift"],
-                "reference_span": summary["reference_span"]}
+        return {
+            "state": "passed",
+            "accepted": summary["accepted"],
+            "rejected": [],
+            "drift": summary["drift"],
+            "reference_span": summary["reference_span"],
+        }
     if gate_run is None:
         return {"state": "not run", "accepted": [], "rejected": [], "drift": {}, "reference_span": None}
     stats = run.output(P.STATISTICS_GEN, "statistics")
@@ -132,23 +147,27 @@ def _gate_outcome(md: Metadata, run: RunInfo, schema) -> dict[str, Any]:
     if stats is not None and reference is not None:
         rejected, measured = V.drift_by_split(stats.uri, reference.uri, schema, ("train", "eval"), span)
         drift = {split: [dataclasses.asdict(m) for m in ms] for split, ms in measured.items()}
-    return {"state": gate_run.state, "accepted": [], "rejected": rejected, "drift": drift,
-            "reference_span": reference_span}
+    return {"state": gate_run.state, "accepted": [], "rejected": rejected, "drift": drift, "reference_span": reference_span}
 
 
 def build(md: Metadata, run_id: str | None, schema_path: str, serving_data: str | None = None) -> str:
     """The report's HTML for a run (default: the latest)."""
     run = md.run(run_id) if run_id else md.latest_run()
     schema = V.load_schema(schema_path)
-    parts = [f"<h1>Pipeline {_e(md.pipeline_name)}: run {_e(run.run_id)}</h1>",
-             "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS) + "</nav>"]
+    parts = [
+        f"<h1>Pipeline {_e(md.pipeline_name)}: run {_e(run.run_id)}</h1>",
+        "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS) + "</nav>",
+    ]
 
     status_class = "ok" if run.status == "complete" else "bad"
     parts.append(f'<h2 id="run">Run</h2><p>Status: <span class="{status_class}">{_e(run.status)}</span></p>')
     parts.append(_table(["component", "state"], [[_e(n), _e(c.state)] for n, c in run.components.items()]))
 
     outcome = _gate_outcome(md, run, schema)
-    verdict = {"passed": '<span class="ok">passed</span>', "failed": '<span class="bad">failed: the run stopped before Transform</span>'}
+    verdict = {
+        "passed": '<span class="ok">passed</span>',
+        "failed": '<span class="bad">failed: the run stopped before Transform</span>',
+    }
     parts.append(f'<h2 id="gate">Data gate</h2><p>{verdict.get(outcome["state"], _e(outcome["state"]))}</p>')
     if outcome["accepted"]:
         parts.append("<p>Anomalies accepted by the operator for this run:</p>" + _anomaly_table(outcome["accepted"]))
@@ -163,7 +182,13 @@ def build(md: Metadata, run_id: str | None, schema_path: str, serving_data: str 
             if tf.io.gfile.isdir(path):
                 s = V.load_statistics(path)
                 parts.append(f"<h3>{split}: {V.num_examples(s):,} rows</h3>")
-                parts.append(_table(["feature", "type", "with a value", "missing", "summary", "distribution"], statistics_rows(s), numeric=frozenset({2, 3})))
+                parts.append(
+                    _table(
+                        ["feature", "type", "with a value", "missing", "summary", "distribution"],
+                        statistics_rows(s),
+                        numeric=frozenset({2, 3}),
+                    )
+                )
 
     parts.append('<h2 id="anomalies">Anomalies</h2>')
     anomalies = run.output(P.EXAMPLE_VALIDATOR, "anomalies")
@@ -206,14 +231,23 @@ def build(md: Metadata, run_id: str | None, schema_path: str, serving_data: str 
         parts.append(f'<p>Blessed: <span class="{"ok" if blessed else "bad"}">{"yes" if blessed else "no"}</span></p>')
         sliced = sliced_metrics(evaluation.uri)
         names = ["auc", "binary_accuracy", "precision", "recall", "example_count"]
-        parts.append(_table(["slice", *names], [
-            [_e(slice_name), *(_fmt(metrics[n]) if n in metrics else "" for n in names)]
-            for slice_name, metrics in sorted(sliced.items(), key=lambda kv: (kv[0] != "overall", kv[0]))
-        ], numeric=frozenset({1, 2, 3, 4, 5})))
+        parts.append(
+            _table(
+                ["slice", *names],
+                [
+                    [_e(slice_name), *(_fmt(metrics[n]) if n in metrics else "" for n in names)]
+                    for slice_name, metrics in sorted(sliced.items(), key=lambda kv: (kv[0] != "overall", kv[0]))
+                ],
+                numeric=frozenset({1, 2, 3, 4, 5}),
+            )
+        )
 
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{_e(md.pipeline_name)} run {_e(run.run_id)}</title><style>{_CSS}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{_e(md.pipeline_name)} run {_e(run.run_id)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
 
 
 def write(md: Metadata, run_id: str | None, schema_path: str, output: str, serving_data: str | None = None) -> str:
@@ -222,6 +256,3 @@ def write(md: Metadata, run_id: str | None, schema_path: str, output: str, servi
     with tf.io.gfile.GFile(output, "w") as f:
         f.write(page)
     return output
-
-
-

@@ -67,8 +67,13 @@ def rollback(metadata_uri: str, pipeline_name: str, serving_dir: str, to: int | 
     except Exception:
         shutil.rmtree(target, ignore_errors=True)  # the store is unchanged: undo the copy too
         raise
-    return {"served_before": current, "rolled_back_to": to, "new_version": new_version,
-            "path": target, "execution_id": execution_id}
+    return {
+        "served_before": current,
+        "rolled_back_to": to,
+        "new_version": new_version,
+        "path": target,
+        "execution_id": execution_id,
+    }
 
 
 def _artifact(store, type_name: str, uri: str, **props) -> pb.Artifact:
@@ -101,17 +106,26 @@ def _record(store, md: Metadata, old_pushed, old_model, current: int, to: int, n
     model = _artifact(store, "Model", old_model.uri, rollback_of=old_model.id)
     [model_id] = store.put_artifacts([model])
     model.id = model_id
-    blessing = _artifact(store, "ModelBlessing", old_model.uri, blessed=1, current_model_id=model_id,
-                         current_model=old_model.uri, rollback=1)
-    pushed = _artifact(store, "PushedModel", target, pushed=1, pushed_version=str(new_version),
-                       pushed_destination=target, rollback_of_version=str(to))
+    blessing = _artifact(
+        store, "ModelBlessing", old_model.uri, blessed=1, current_model_id=model_id, current_model=old_model.uri, rollback=1
+    )
+    pushed = _artifact(
+        store,
+        "PushedModel",
+        target,
+        pushed=1,
+        pushed_version=str(new_version),
+        pushed_destination=target,
+        rollback_of_version=str(to),
+    )
 
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", md.pipeline_name)
     run_name = f"rollback-{datetime.datetime.now().isoformat()}"
     run_ctx = pb.Context(type_id=store.get_context_type("pipeline_run").id, name=run_name)
     node_name = f"{md.pipeline_name}.{NODE}"
     node_ctx = store.get_context_by_type_and_name("node", node_name) or pb.Context(
-        type_id=store.get_context_type("node").id, name=node_name)
+        type_id=store.get_context_type("node").id, name=node_name
+    )
     execution_id, _, context_ids = store.put_execution(
         execution,
         [
@@ -126,4 +140,3 @@ def _record(store, md: Metadata, old_pushed, old_model, current: int, to: int, n
     )
     store.put_parent_contexts([pb.ParentContext(child_id=context_ids[1], parent_id=pipeline_ctx.id)])
     return execution_id
-

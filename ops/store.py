@@ -84,7 +84,9 @@ def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore
         try:
             socket.create_connection((db.host, int(db.port)), timeout=5).close()
         except OSError as e:
-            raise MetadataError(f"cannot open the metadata store {redact(uri)}: cannot reach {db.host}:{db.port} ({e.strerror or e})") from e
+            raise MetadataError(
+                f"cannot open the metadata store {redact(uri)}: cannot reach {db.host}:{db.port} ({e.strerror or e})"
+            ) from e
         config.retry_options.max_num_retries = 1
     with _captured_fd2() as native_log:
         try:
@@ -93,7 +95,11 @@ def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore
             error = e
     # The database client library explains a failed connection on fd 2 ("Connection
     # refused", "password authentication failed"); that is the useful part.
-    reasons = [line.split("] ", 1)[-1].strip() for line in native_log if "could not connect" in line or "FATAL" in line or "refused" in line]
+    reasons = [
+        line.split("] ", 1)[-1].strip()
+        for line in native_log
+        if "could not connect" in line or "FATAL" in line or "refused" in line
+    ]
     reason = reasons[0] if reasons else (str(error).strip().splitlines() or [type(error).__name__])[0]
     raise MetadataError(f"cannot open the metadata store {redact(uri)}: {reason}") from error
 

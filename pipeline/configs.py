@@ -24,6 +24,7 @@ def find_spans(data_root: str) -> list[int]:
     """Span numbers of the span-<N>/ folders under data_root (sorted)."""
     return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, os.listdir(data_root)) if m)
 
+
 # Beam on the DirectRunner. Dataflow args replace these for production (pipeline/vertex.py).
 # in_memory (one worker, in this process) is the fastest mode for small data: it starts no
 # worker processes and pickles nothing between them. multi_processing (a worker per core) wins
@@ -39,8 +40,18 @@ def find_spans(data_root: str) -> list[int]:
 # every pickle, and each reset walks all of Python's loggers (~14k resets a run, ~1 s).
 SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 BEAM_MODES = {
-    "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1", f"--setup_file={SETUP_FILE}", "--pickle_library=cloudpickle"),
-    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=0", f"--setup_file={SETUP_FILE}", "--pickle_library=cloudpickle"),
+    "in_memory": (
+        "--direct_running_mode=in_memory",
+        "--direct_num_workers=1",
+        f"--setup_file={SETUP_FILE}",
+        "--pickle_library=cloudpickle",
+    ),
+    "multi_processing": (
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=0",
+        f"--setup_file={SETUP_FILE}",
+        "--pickle_library=cloudpickle",
+    ),
 }
 LOCAL_BEAM_ARGS = BEAM_MODES["in_memory"]
 MULTI_PROCESSING_FROM_BYTES = 24 * 2**20
@@ -77,7 +88,9 @@ class EvalThresholds:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            _require(isinstance(value, (int, float)) and 0 <= value <= 1, f"thresholds.{f.name}", f"must be in [0, 1], got {value!r}")
+            _require(
+                isinstance(value, (int, float)) and 0 <= value <= 1, f"thresholds.{f.name}", f"must be in [0, 1], got {value!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +114,7 @@ class VertexTraining:
         if self.accelerator_type:
             machine_spec.update(accelerator_type=self.accelerator_type, accelerator_count=self.accelerator_count)
         job_spec: dict[str, Any] = {
-            "worker_pool_specs": [
-                {"machine_spec": machine_spec, "replica_count": 1, "container_spec": {"image_uri": self.image}}
-            ]
+            "worker_pool_specs": [{"machine_spec": machine_spec, "replica_count": 1, "container_spec": {"image_uri": self.image}}]
         }
         if self.service_account:
             job_spec["service_account"] = self.service_account
@@ -181,6 +192,9 @@ class PipelineConfig:
       train_window_spans: the rolling window, in spans.
       accept_anomalies: anomalies the operator accepts for this run (FEATURE, FEATURE:KIND or
         *); anything else the data gate finds stops the run before Transform.
+      gate_limits: the data gate's limits beyond the schema (schemas/limits.json, as JSON):
+        numeric decile shifts, the label's rate, examples per class, repeated rows. Empty:
+        the schema's checks only.
     """
 
     pipeline_name: str
@@ -204,31 +218,68 @@ class PipelineConfig:
     continuous_training: bool = True
     train_window_spans: int = 3
     accept_anomalies: tuple[str, ...] = ()
+    gate_limits: str = ""
 
     def __post_init__(self) -> None:
         for name in ("pipeline_name", "pipeline_root", "schema_path", "serving_model_dir"):
             _require(bool(getattr(self, name)), name, "is required")
-        _require(bool(self.data_root) != bool(self.bigquery_query), "data_root", "set exactly one of data_root and bigquery_query")
+        _require(
+            bool(self.data_root) != bool(self.bigquery_query), "data_root", "set exactly one of data_root and bigquery_query"
+        )
         _require(
             self.pipeline_name.replace("-", "").replace("_", "").isalnum(),
             "pipeline_name",
             f"use letters, digits, '-' and '_' only, got {self.pipeline_name!r}",
         )
-        _require(isinstance(self.train_steps, int) and self.train_steps > 0, "train_steps", f"must be a positive integer, got {self.train_steps!r}")
-        _require(isinstance(self.eval_steps, int) and self.eval_steps > 0, "eval_steps", f"must be a positive integer, got {self.eval_steps!r}")
+        _require(
+            isinstance(self.train_steps, int) and self.train_steps > 0,
+            "train_steps",
+            f"must be a positive integer, got {self.train_steps!r}",
+        )
+        _require(
+            isinstance(self.eval_steps, int) and self.eval_steps > 0,
+            "eval_steps",
+            f"must be a positive integer, got {self.eval_steps!r}",
+        )
         names = [name for name, _ in self.split_buckets]
-        _require(set(names) == {"train", "eval"} and len(names) == 2, "split_buckets", f"needs exactly 'train' and 'eval', got {names}")
-        _require(all(isinstance(n, int) and n > 0 for _, n in self.split_buckets), "split_buckets", "hash bucket counts must be positive integers")
-        _require(isinstance(self.train_window_spans, int) and self.train_window_spans > 0, "train_window_spans",
-                 f"must be a positive integer, got {self.train_window_spans!r}")
-        _require(self.span_pattern is None or "{SPAN}" in self.span_pattern, "span_pattern",
-                 f"must contain {{SPAN}}, got {self.span_pattern!r}")
+        _require(
+            set(names) == {"train", "eval"} and len(names) == 2, "split_buckets", f"needs exactly 'train' and 'eval', got {names}"
+        )
+        _require(
+            all(isinstance(n, int) and n > 0 for _, n in self.split_buckets),
+            "split_buckets",
+            "hash bucket counts must be positive integers",
+        )
+        _require(
+            isinstance(self.train_window_spans, int) and self.train_window_spans > 0,
+            "train_window_spans",
+            f"must be a positive integer, got {self.train_window_spans!r}",
+        )
+        _require(
+            self.span_pattern is None or "{SPAN}" in self.span_pattern,
+            "span_pattern",
+            f"must contain {{SPAN}}, got {self.span_pattern!r}",
+        )
         from pipeline.validation import parse_accept
 
         try:
             object.__setattr__(self, "accept_anomalies", parse_accept(self.accept_anomalies))
         except ValueError as e:
             raise ConfigError(f"accept_anomalies: {e}") from e
+        if self.gate_limits:
+            from pipeline.data_checks import Limits
+
+            try:
+                Limits.from_json(self.gate_limits)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"gate_limits: not a valid limits config ({type(e).__name__}: {e})") from e
+
+    @property
+    def input_pattern(self) -> str:
+        """The files ExampleGen reads ({SPAN} for spans); empty for BigQuery input."""
+        if self.bigquery_query:
+            return ""
+        return f"{self.data_root.rstrip('/')}/{self.span_pattern or '*'}"
 
     def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)
@@ -262,6 +313,18 @@ def local_config(
     if "beam_pipeline_args" not in overrides:
         overrides["beam_pipeline_args"] = beam_args_for(beam_mode, sum(os.path.getsize(p) for p in csv_files))
     _require(os.path.isfile(schema_path), "schema_path", f"no such file: {schema_path}")
+    if "gate_limits" not in overrides:
+        from pipeline.data_checks import limits_path, read_limits_text
+
+        _require(
+            os.path.isfile(limits_path(schema_path)),
+            "schema_path",
+            f"no limits config beside the schema: {limits_path(schema_path)}",
+        )
+        try:
+            overrides["gate_limits"] = read_limits_text(schema_path)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"gate_limits: {limits_path(schema_path)}: {type(e).__name__}: {e}") from e
     output_dir = os.path.abspath(output_dir)
     values: dict[str, Any] = dict(
         pipeline_name=pipeline_name,

@@ -23,6 +23,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
+from modules import features as F
+from pipeline import data_checks as D
 from pipeline import validation as V
 from pipeline.lineage import GATE_RESULT_TYPE, span_of
 
@@ -51,15 +53,25 @@ def _split_stats(artifact: types.Artifact, split: str):
 
 
 class Executor(base_executor.BaseExecutor):
-    def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
-           exec_properties: dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
         current = input_dict["statistics"][0]
         span = span_of(input_dict["examples"][0])
         schema = V.load_schema(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict["schema"])))
         accept = tuple(json.loads(exec_properties.get("accept") or "[]"))
         splits = artifact_utils.decode_split_names(current.split_names)
 
+        limits = D.Limits.from_json(exec_properties["limits"]) if exec_properties.get("limits") else None
+        examples = input_dict["examples"][0]
+
+        # What is wrong with the delivered files comes first: it explains what TFDV says next.
         rows: list[dict] = []
+        if limits is not None and exec_properties.get("input_pattern"):
+            rows += D.file_rows(D.span_files(exec_properties["input_pattern"], span), limits, span=span, split="-")
         anomalies = input_dict["anomalies"][0]
         for split in splits:
             rows += V.empty_data_rows(_split_stats(current, split), span=span, split=split)
@@ -70,8 +82,17 @@ class Executor(base_executor.BaseExecutor):
         reference = (input_dict.get("reference") or [None])[0]
         drift: dict[str, list[V.Comparison]] = {}
         if reference is not None:
-            found, drift = V.drift_by_split(current.uri, reference.uri, schema, splits, span)
+            found, drift = V.drift_by_split(current.uri, reference.uri, schema, splits, span, limits)
             rows += found
+
+        # The label: its rate in range and close to the reference's, and enough of each class in
+        # the eval split for the Evaluator's verdict to count.
+        label_rates: dict[str, float] = {}
+        if limits is not None:
+            counts = {split: D.label_counts(examples.uri, split) for split in splits}
+            label_rates = D.summarize_counts(counts)
+            previous = read_result(reference.uri).get("label_rate") if reference is not None else None
+            rows += D.label_rows(counts, previous, limits, F.LABEL_KEY, span=span)
 
         rejected, accepted = V.split_accepted(rows, accept)
         if rejected:
@@ -84,8 +105,10 @@ class Executor(base_executor.BaseExecutor):
             fileio.makedirs(out_dir)
             found = [r for r in rows if r["split"] == split and r["kind"] in V.DRIFT_KINDS]
             io_utils.write_bytes_file(os.path.join(out_dir, "SchemaDiff.pb"), _as_anomalies(found).SerializeToString())
-            fileio.copy(os.path.join(artifact_utils.get_split_uri([current], split), "FeatureStats.pb"),
-                        os.path.join(out_dir, "FeatureStats.pb"))
+            fileio.copy(
+                os.path.join(artifact_utils.get_split_uri([current], split), "FeatureStats.pb"),
+                os.path.join(out_dir, "FeatureStats.pb"),
+            )
         result.set_int_custom_property("span", span)
         result.set_int_custom_property("accepted_anomalies", len(accepted))
         result.set_int_custom_property("reference_span", span_of(reference) if reference is not None else -1)
@@ -95,6 +118,7 @@ class Executor(base_executor.BaseExecutor):
             "accepted": accepted,
             "accept": list(accept),
             "drift": {s: [dataclasses.asdict(m) for m in ms] for s, ms in drift.items()},
+            "label_rate": label_rates,
         }
         io_utils.write_string_file(os.path.join(result.uri, GATE_FILE), json.dumps(summary, indent=2))
         if accepted:
@@ -106,6 +130,8 @@ def _as_anomalies(rows: list[dict]):
 
     out = anomalies_pb2.Anomalies()
     for row in rows:
+        if row["kind"] not in anomalies_pb2.AnomalyInfo.Type.keys():
+            continue  # a check of our own: in gate.json only
         info = out.anomaly_info[row["feature"]]
         info.severity = anomalies_pb2.AnomalyInfo.ERROR
         info.description = row["description"]
@@ -121,6 +147,11 @@ class DataGateSpec(types.ComponentSpec):
     PARAMETERS = {
         # JSON list of FEATURE, FEATURE:KIND or * (see validation.parse_accept).
         "accept": ExecutionParameter(type=str),
+        # The limits config (schemas/limits.json) as JSON; empty: TFDV's checks only.
+        "limits": ExecutionParameter(type=str, optional=True),
+        # Where ExampleGen read the span's files ({SPAN} filled in at run time); empty when the
+        # input is not files (BigQuery).
+        "input_pattern": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -139,9 +170,27 @@ class DataGate(base_component.BaseComponent):
     SPEC_CLASS = DataGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, examples, statistics, schema, anomalies, reference=None, accept: tuple[str, ...] = ()):
-        super().__init__(DataGateSpec(
-            examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
-            reference=reference, accept=json.dumps(sorted(accept)),
-            result=types.Channel(type=DataGateResult),
-        ))
+    def __init__(
+        self,
+        examples,
+        statistics,
+        schema,
+        anomalies,
+        reference=None,
+        accept: tuple[str, ...] = (),
+        limits: str = "",
+        input_pattern: str = "",
+    ):
+        super().__init__(
+            DataGateSpec(
+                examples=examples,
+                statistics=statistics,
+                schema=schema,
+                anomalies=anomalies,
+                reference=reference,
+                accept=json.dumps(sorted(accept)),
+                limits=limits,
+                input_pattern=input_pattern,
+                result=types.Channel(type=DataGateResult),
+            )
+        )

@@ -67,6 +67,7 @@ def is_ingested_examples(artifact: Any) -> bool:
 
 # --- Scope: one pipeline in a shared store ---------------------------------------------------
 
+
 def pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -> pb.Context | None:
     return store.get_context_by_type_and_name("pipeline", pipeline_name)
 
@@ -86,6 +87,7 @@ def belongs_to(store: metadata_store.MetadataStore, pipeline_name: str, artifact
 
 # --- Lineage walks ----------------------------------------------------------------------------
 
+
 def producer_inputs(store: metadata_store.MetadataStore, artifact_id: int) -> tuple[int, dict[str, list[Artifact]]] | None:
     """(execution id, inputs by key) of the execution that first produced the artifact (not a
     cached re-use), or None for an artifact nothing produced."""
@@ -96,8 +98,9 @@ def producer_inputs(store: metadata_store.MetadataStore, artifact_id: int) -> tu
     return execution_id, events_by_key(store, [execution_id], INPUT_EVENTS).get(execution_id, {})
 
 
-def events_by_key(store: metadata_store.MetadataStore, execution_ids: Iterable[int],
-                  kinds: Sequence[int]) -> dict[int, dict[str, list[Artifact]]]:
+def events_by_key(
+    store: metadata_store.MetadataStore, execution_ids: Iterable[int], kinds: Sequence[int]
+) -> dict[int, dict[str, list[Artifact]]]:
     """execution id -> event key -> artifacts, for the events of these kinds."""
     events = [e for e in store.get_events_by_execution_ids(list(execution_ids)) if e.type in kinds]
     artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))} if events else {}
@@ -165,6 +168,7 @@ def warm_start_ancestry(store: metadata_store.MetadataStore, model: Any) -> list
 
 # --- The data gate ---------------------------------------------------------------------------
 
+
 def judged_examples(store: metadata_store.MetadataStore, verdicts: Iterable[Any]) -> dict[int, Artifact]:
     """Gate result id -> the Examples artifact that gate execution judged (and passed: the
     gate publishes a result only when the data passes)."""
@@ -212,14 +216,16 @@ def current_span(store: metadata_store.MetadataStore, verdicts: Iterable[Any]) -
 
 # --- Models: blessed, pushed, served ---------------------------------------------------------
 
+
 def blessed_newest_first(models: Iterable[Any], blessings: Iterable[Any]) -> list[tuple[Any, Any]]:
     """(model, its blessing) for every blessed model, newest model first."""
     blessed = {}
     for b in blessings:
         if property_value(b, "blessed") == 1:
             blessed[property_value(b, "current_model_id")] = b
-    return [(m, blessed[_proto(m).id]) for m in sorted(models, key=lambda a: _proto(a).id, reverse=True)
-            if _proto(m).id in blessed]
+    return [
+        (m, blessed[_proto(m).id]) for m in sorted(models, key=lambda a: _proto(a).id, reverse=True) if _proto(m).id in blessed
+    ]
 
 
 def pushed_models(store: metadata_store.MetadataStore, pipeline_name: str) -> list[Artifact]:

@@ -95,31 +95,27 @@ def create_pipeline(
     if cfg.bigquery_query:
         from tfx.extensions.google_cloud_big_query.example_gen.component import BigQueryExampleGen
 
-        example_gen = BigQueryExampleGen(
-            query=cfg.bigquery_query, output_config=output_config
-        )
+        example_gen = BigQueryExampleGen(query=cfg.bigquery_query, output_config=output_config)
     else:
         input_config = None
         if cfg.span_pattern:
             # The newest span under data_root; its number is recorded on the Examples artifact.
-            input_config = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="single_split", pattern=cfg.span_pattern)])
-        example_gen = CsvExampleGen(
-            input_base=cfg.data_root, input_config=input_config, output_config=output_config
-        )
+            input_config = example_gen_pb2.Input(
+                splits=[example_gen_pb2.Input.Split(name="single_split", pattern=cfg.span_pattern)]
+            )
+        example_gen = CsvExampleGen(input_base=cfg.data_root, input_config=input_config, output_config=output_config)
     example_gen = example_gen.with_id(EXAMPLE_GEN)
 
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
     # Inferred for reference (diff it against the curated one when the data changes); the
     # curated schema is what validation and Transform use.
-    schema_gen = SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
-    ).with_id(SCHEMA_GEN)
+    schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False).with_id(SCHEMA_GEN)
     schema_importer = ImportSchemaGen(schema_file=cfg.schema_path).with_id(SCHEMA_IMPORTER)
     schema = schema_importer.outputs["schema"]
 
-    example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema
-    ).with_id(EXAMPLE_VALIDATOR)
+    example_validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema).with_id(
+        EXAMPLE_VALIDATOR
+    )
 
     # The gate stops the run here when the data has anomalies nobody accepted (drift against
     # the previous span included); Transform and everything after it run only if it passes.
@@ -135,6 +131,8 @@ def create_pipeline(
         schema=schema,
         anomalies=example_validator.outputs["anomalies"],
         accept=cfg.accept_anomalies,
+        limits=cfg.gate_limits,
+        input_pattern=cfg.input_pattern,
         **history,
     ).with_id(DATA_GATE)
 

@@ -92,8 +92,11 @@ class EarlierPassStrategy(resolver.ResolverStrategy):
             return _empty(input_dict)
         span = lineage.span_of(current[0])
         verdicts = _by_id(input_dict.get("verdicts", []))
-        earlier = [(lineage.span_of(examples), result.id) for examples, result
-                   in lineage.passed_examples(store, verdicts.values()) if lineage.span_of(examples) < span]
+        earlier = [
+            (lineage.span_of(examples), result.id)
+            for examples, result in lineage.passed_examples(store, verdicts.values())
+            if lineage.span_of(examples) < span
+        ]
         if not earlier:
             return _empty(input_dict)
         return {"verdicts": [verdicts[max(earlier)[1]]], "current": []}

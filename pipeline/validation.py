@@ -21,8 +21,13 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 # Reasons that compare two datasets; everything else is the data against the schema.
-DRIFT_KINDS = ("COMPARATOR_L_INFTY_HIGH", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
-               "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH")
+DRIFT_KINDS = (
+    "COMPARATOR_L_INFTY_HIGH",
+    "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+    "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH",
+    "QUANTILE_SHIFT_HIGH",
+    "LABEL_RATE_CHANGE_HIGH",
+)
 DATASET = "(dataset)"
 _SPEC = re.compile(r"^(\*|[A-Za-z0-9_.\-]+)(:[A-Z0-9_]+)?$")
 
@@ -35,7 +40,8 @@ class DataValidationError(RuntimeError):
         self.accepted = list(accepted)
         super().__init__(
             f"data validation failed: {len(self.rows)} anomal{'y' if len(self.rows) == 1 else 'ies'}; "
-            "nothing was trained or pushed.\n" + format_rows(self.rows)
+            "nothing was trained or pushed.\n"
+            + format_rows(self.rows)
             + "\nFix the data (or the schema, if the change is expected), or accept these anomalies "
             "deliberately with --accept-anomalies FEATURE[:KIND]."
         )
@@ -77,12 +83,24 @@ def anomaly_rows(anomalies: anomalies_pb2.Anomalies, **tags) -> list[dict]:
     for feature, info in sorted(anomalies.anomaly_info.items()):
         for reason in info.reason or [None]:
             kind = anomalies_pb2.AnomalyInfo.Type.Name(reason.type) if reason else "UNKNOWN"
-            rows.append({**tags, "feature": feature, "kind": kind,
-                         "description": (reason.description if reason else info.description) or info.description})
+            rows.append(
+                {
+                    **tags,
+                    "feature": feature,
+                    "kind": kind,
+                    "description": (reason.description if reason else info.description) or info.description,
+                }
+            )
     if anomalies.HasField("dataset_anomaly_info"):
         for reason in anomalies.dataset_anomaly_info.reason:
-            rows.append({**tags, "feature": DATASET, "kind": anomalies_pb2.AnomalyInfo.Type.Name(reason.type),
-                         "description": reason.description})
+            rows.append(
+                {
+                    **tags,
+                    "feature": DATASET,
+                    "kind": anomalies_pb2.AnomalyInfo.Type.Name(reason.type),
+                    "description": reason.description,
+                }
+            )
     return rows
 
 
@@ -95,8 +113,7 @@ def empty_data_rows(stats: statistics_pb2.DatasetFeatureStatisticsList, **tags) 
 
 def validate(stats, schema, environment: str | None = None, **tags) -> list[dict]:
     """The data against the schema (no comparisons)."""
-    return empty_data_rows(stats, **tags) + anomaly_rows(
-        tfdv.validate_statistics(stats, schema, environment=environment), **tags)
+    return empty_data_rows(stats, **tags) + anomaly_rows(tfdv.validate_statistics(stats, schema, environment=environment), **tags)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +121,7 @@ class Comparison:
     """How far one feature's distribution moved between two datasets, and the schema's limit."""
 
     feature: str
-    measure: str  # "L_infinity" or "Jensen-Shannon"
+    measure: str  # "L_infinity", "Jensen-Shannon" or "decile shift"
     value: float
     threshold: float
 
@@ -121,8 +138,9 @@ def _measure_name(t: int) -> str:
     }.get(t, str(t))
 
 
-def compare(current, reference, schema, kind: str = "drift", environment: str | None = None,
-            **tags) -> tuple[list[dict], list[Comparison]]:
+def compare(
+    current, reference, schema, kind: str = "drift", environment: str | None = None, **tags
+) -> tuple[list[dict], list[Comparison]]:
     """Drift (`reference` = the previous span) or skew (`current` = serving data,
     `reference` = training data), using the schema's drift_comparator / skew_comparator
     thresholds. Returns (anomaly rows beyond a threshold, every measurement)."""
@@ -142,16 +160,27 @@ def compare(current, reference, schema, kind: str = "drift", environment: str | 
     return rows, sorted(measurements, key=lambda c: (not c.exceeded, c.feature))
 
 
-def drift_by_split(current_uri: str, reference_uri: str, schema, splits: Sequence[str],
-                   span: int) -> tuple[list[dict], dict[str, list[Comparison]]]:
-    """Drift of every split between two statistics artifacts (folders of Split-<name>/)."""
+def drift_by_split(
+    current_uri: str, reference_uri: str, schema, splits: Sequence[str], span: int, limits=None
+) -> tuple[list[dict], dict[str, list[Comparison]]]:
+    """Drift of every split between two statistics artifacts (folders of Split-<name>/): the
+    schema's comparators, and with `limits` (data_checks.Limits) every numeric feature's
+    decile shift."""
+    from pipeline import data_checks
+
     rows: list[dict] = []
     measured: dict[str, list[Comparison]] = {}
     for split in splits:
-        found, measured[split] = compare(load_statistics(os.path.join(current_uri, f"Split-{split}")),
-                                         load_statistics(os.path.join(reference_uri, f"Split-{split}")),
-                                         schema, kind="drift", span=span, split=split)
+        current = load_statistics(os.path.join(current_uri, f"Split-{split}"))
+        reference = load_statistics(os.path.join(reference_uri, f"Split-{split}"))
+        found, measured[split] = compare(current, reference, schema, kind="drift", span=span, split=split)
         rows += found
+        if limits is not None:
+            shifted, shifts = data_checks.quantile_rows(current, reference, limits, span=span, split=split)
+            rows += shifted
+            measured[split] = sorted(
+                measured[split] + [Comparison(**m) for m in shifts], key=lambda c: (not c.exceeded, c.feature)
+            )
     return rows, measured
 
 
@@ -189,6 +218,4 @@ def format_rows(rows: Sequence[dict]) -> str:
     cols = [c for c in ("span", "split", "feature", "kind", "description") if any(c in r for r in rows)]
     table = [cols] + [[str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths)) + "  " + line[-1] for line in table
-    )
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths)) + "  " + line[-1] for line in table)

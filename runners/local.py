@@ -169,7 +169,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"run {summary['run_id']}: {summary['status']}",
         "components: " + ", ".join(f"{k}={v}" for k, v in summary["components"].items()),
-        "eval metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" if k != "example_count" else f"{k}={int(metrics[k])}" for k in shown if k in metrics),
+        "eval metrics: "
+        + ", ".join(f"{k}={metrics[k]:.4f}" if k != "example_count" else f"{k}={int(metrics[k])}" for k in shown if k in metrics),
         f"blessed: {'yes' if summary['blessed'] else 'no'}",
         f"pushed model: {summary['pushed_model'] or 'none (not blessed, nothing pushed)'}",
         f"metadata store: {summary['metadata']}",

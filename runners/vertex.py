@@ -17,9 +17,12 @@ from typing import Any
 
 from modules.hparams import HParams
 from pipeline.configs import PIPELINE_NAME, ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
+from pipeline.data_checks import read_limits_text
 
 # Where the Dockerfile puts the repository inside the pipeline image.
 IMAGE_WORKDIR = "/pipeline"
+# The curated schema (and limits.json beside it) in the checkout the image is built from.
+LOCAL_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas", "schema.pbtxt")
 DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 _REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")  # us-central1, europe-west4, northamerica-northeast1
@@ -71,7 +74,9 @@ class VertexConfig:
         _require(bool(self.region), "vertex.region", "is required")
         _require(bool(_REGION.match(self.region)), "vertex.region", f"not a region like 'us-central1': {self.region!r}")
         if self.dataflow_region:
-            _require(bool(_REGION.match(self.dataflow_region)), "vertex.dataflow_region", f"not a region: {self.dataflow_region!r}")
+            _require(
+                bool(_REGION.match(self.dataflow_region)), "vertex.dataflow_region", f"not a region: {self.dataflow_region!r}"
+            )
         _require(bool(self.pipeline_root), "vertex.pipeline_root", "is required")
         for name in ("pipeline_root", "data_root", "dataflow_temp_location", "serving_model_dir"):
             value = getattr(self, name)
@@ -103,8 +108,15 @@ class VertexConfig:
             "need 0 < serving_min_replicas <= serving_max_replicas",
         )
         if self.schedule_cron is not None:
-            _require(bool(_CRON.match(self.schedule_cron.split(" ", 1)[-1] if self.schedule_cron.startswith("TZ=") else self.schedule_cron)),
-                     "vertex.schedule_cron", f"not a 5-field cron expression: {self.schedule_cron!r}")
+            _require(
+                bool(
+                    _CRON.match(
+                        self.schedule_cron.split(" ", 1)[-1] if self.schedule_cron.startswith("TZ=") else self.schedule_cron
+                    )
+                ),
+                "vertex.schedule_cron",
+                f"not a 5-field cron expression: {self.schedule_cron!r}",
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> VertexConfig:
@@ -113,7 +125,11 @@ class VertexConfig:
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ConfigError(f"vertex: unknown settings: {', '.join(unknown)}")
-        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in values]
+        missing = [
+            n
+            for n, f in fields.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in values
+        ]
         if missing:
             raise ConfigError(f"vertex.{missing[0]}: is required")
         values = dict(values)
@@ -190,6 +206,9 @@ class VertexConfig:
             # Rolling windows and warm start resolve inputs across runs with resolver strategies
             # the Vertex compiler does not support; the data gate still runs.
             continuous_training=False,
+            # The limits baked into the image beside the schema, read here from the checkout
+            # that builds it and compiled into the spec.
+            gate_limits=read_limits_text(LOCAL_SCHEMA),
         )
 
 

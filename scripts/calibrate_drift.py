@@ -1,48 +1,137 @@
 #!/usr/bin/env python3
-"""Measures natural drift between blocks of a CSV, to choose the schema's drift/skew thresholds.
+"""Measures the natural variation between blocks of a CSV, to set the data gate's limits.
 
-Prints, per feature with a comparator in the schema, the measure between consecutive blocks of
-`--rows` rows (and the schema's threshold), so a threshold can sit above what normal data does.
+Per measure the gate applies, the largest value between consecutive blocks of the data (what
+normal data does from one span to the next), next to the limit in force: the schema's
+drift comparators (TFDV's L-infinity and Jensen-Shannon), the decile shift of each numeric
+feature and the label's positive rate (`schemas/limits.json`). Label rates are measured on
+blocks of a third of `--rows`, the size of a span's eval split, where they vary most.
+`--write` records the measurements in limits.json's "calibration" entry; the test suite
+checks every limit sits above them. Exits 1 when a limit does not.
 
-  .venv/bin/python scripts/calibrate_drift.py [--data data/taxi.csv] [--rows 3000]
+  .venv/bin/python scripts/calibrate_drift.py [--data data/taxi.csv] [--rows 3000] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/taxi.csv")
-    parser.add_argument("--schema", default="schemas/schema.pbtxt")
-    parser.add_argument("--rows", type=int, default=3000)
-    args = parser.parse_args()
-
+def measure(data_path: str, schema_path: str, rows: int) -> dict:
+    """{"comparators": {feature: max}, "decile_shift": {feature: max}, "label_rate": {...}}."""
     import pandas as pd
+    import tensorflow as tf
     import tensorflow_data_validation as tfdv
 
+    from modules import features as F
+    from pipeline import data_checks as D
     from pipeline import validation as V
 
-    schema = V.load_schema(args.schema)
-    data = pd.read_csv(args.data)
-    blocks = [data.iloc[i:i + args.rows] for i in range(0, len(data) - args.rows + 1, args.rows)]
+    schema = V.load_schema(schema_path)
+    data = pd.read_csv(data_path)
+    blocks = [data.iloc[i : i + rows] for i in range(0, len(data) - rows + 1, rows)]
     stats = [tfdv.generate_statistics_from_dataframe(b) for b in blocks]
-    table: dict[str, list[str]] = {}
-    thresholds: dict[str, float] = {}
-    for i in range(len(stats) - 1):
-        for c in V.compare(stats[i + 1], stats[i], schema)[1]:
-            table.setdefault(c.feature, []).append(f"{c.value:.4f}")
-            thresholds[c.feature] = c.threshold
-    print(f"{'feature':<20} {'threshold':>9}  block i -> i+1 ({args.rows} rows each)")
-    for feature, values in sorted(table.items()):
-        print(f"{feature:<20} {thresholds[feature]:>9}  " + "  ".join(values))
+    comparators: dict[str, float] = {}
+    shifts: dict[str, float] = {}
+    for before, after in zip(stats, stats[1:]):
+        for c in V.compare(after, before, schema)[1]:
+            comparators[c.feature] = max(comparators.get(c.feature, 0.0), c.value)
+        for feature in F.NUMERIC_FEATURES:
+            value = D.quantile_shift(after, before, feature)
+            if value is not None:
+                shifts[feature] = max(shifts.get(feature, 0.0), round(value, 4))
+    third = rows // 3
+    rates = []
+    for i in range(0, len(data) - third + 1, third):
+        block = data.iloc[i : i + third]
+        raw = {k: tf.constant(block[k].fillna(0).to_numpy(), tf.float32) for k in F.LABEL_INPUT_KEYS}
+        rates.append(float(tf.reduce_mean(tf.cast(F.make_label(raw), tf.float32))))
+    changes = [abs(b - a) for a, b in zip(rates, rates[1:])]
+    return {
+        "comparators": {k: round(v, 4) for k, v in sorted(comparators.items())},
+        "decile_shift": dict(sorted(shifts.items())),
+        "label_rate": {"min": round(min(rates), 4), "max": round(max(rates), 4), "max_change": round(max(changes), 4)},
+    }
+
+
+def violations(measured: dict, limits: dict, comparator_limits: dict[str, float]) -> list[str]:
+    """Limits that do not sit above the measured natural variation."""
+    bad = [
+        f"{f}: comparator {comparator_limits[f]} <= {v}"
+        for f, v in measured["comparators"].items()
+        if f in comparator_limits and comparator_limits[f] <= v
+    ]
+    bad += [
+        f"{f}: decile shift {limits['quantile_shift'][f]} <= {v}"
+        for f, v in measured["decile_shift"].items()
+        if f in limits["quantile_shift"] and limits["quantile_shift"][f] <= v
+    ]
+    label, rate = limits["label"], measured["label_rate"]
+    if not label["rate_min"] < rate["min"] or not rate["max"] < label["rate_max"]:
+        bad.append(f"label rate range [{label['rate_min']}, {label['rate_max']}] vs measured [{rate['min']}, {rate['max']}]")
+    if label["max_rate_change"] <= rate["max_change"]:
+        bad.append(f"label rate change {label['max_rate_change']} <= {rate['max_change']}")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.path.join(ROOT, "data", "taxi.csv"))
+    parser.add_argument("--schema", default=os.path.join(ROOT, "schemas", "schema.pbtxt"))
+    parser.add_argument("--rows", type=int, default=3000)
+    parser.add_argument("--write", action="store_true", help="record the measurements in limits.json")
+    args = parser.parse_args(argv)
+
+    from pipeline import data_checks as D
+
+    measured = measure(args.data, args.schema, args.rows)
+    path = D.limits_path(args.schema)
+    with open(path) as f:
+        limits = json.load(f)
+    comparator_limits = _schema_comparator_limits(args.schema)
+    print(f"{'measure':<34} {'limit':>8} {'natural (max)':>14}")
+    for feature, value in measured["comparators"].items():
+        print(f"{feature + ' (comparator)':<34} {comparator_limits.get(feature, '-'):>8} {value:>14}")
+    for feature, value in measured["decile_shift"].items():
+        print(f"{feature + ' (decile shift)':<34} {limits['quantile_shift'].get(feature, '-'):>8} {value:>14}")
+    label, rate = limits["label"], measured["label_rate"]
+    print(f"{'label rate range':<34} {label['rate_min']:>3}-{label['rate_max']:<4} {rate['min']:>6}-{rate['max']}")
+    print(f"{'label rate change':<34} {label['max_rate_change']:>8} {rate['max_change']:>14}")
+    bad = violations(measured, limits, comparator_limits)
+    for line in bad:
+        print(f"limit not above natural variation: {line}")
+    if args.write:
+        limits["calibration"] = {
+            "command": f"python scripts/calibrate_drift.py --rows {args.rows} --write",
+            "data": os.path.relpath(args.data, ROOT),
+            "date": datetime.date.today().isoformat(),
+            "natural_variation_max": measured,
+        }
+        with open(path, "w") as f:
+            json.dump(limits, f, indent=2)
+            f.write("\n")
+        print(f"recorded in {path}")
+    return 1 if bad else 0
+
+
+def _schema_comparator_limits(schema_path: str) -> dict[str, float]:
+    from pipeline import validation as V
+
+    limits = {}
+    for f in V.load_schema(schema_path).feature:
+        for comparator in (f.drift_comparator.infinity_norm, f.drift_comparator.jensen_shannon_divergence):
+            if comparator.threshold:
+                limits[f.name] = comparator.threshold
+    return limits
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -83,7 +83,9 @@ class ParseCsvBatch(beam.DoFn):
             if values == self.header:
                 continue  # the header line of this or another input file
             if len(values) != width:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": f"expected {width} columns, got {len(values)}"})
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER, {"input": line, "reason": f"expected {width} columns, got {len(values)}"}
+                )
                 continue
             try:
                 parsed = [(name, _parse_value(name, values[i], dtype)) for name, i, dtype in features]
@@ -122,7 +124,9 @@ class ParseExampleBatch(beam.DoFn):
                 continue
             row = {name: example_value(feature, name) for name in self.dtypes}
             if all(v is None for v in row.values()):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": "none of the model's features"})
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER, {"input": record[:200].hex(), "reason": "none of the model's features"}
+                )
                 continue
             wrong = [n for n, v in row.items() if v is not None and (self.dtypes[n] == tf.string) != isinstance(v, str)]
             if wrong:
@@ -233,8 +237,8 @@ def predict(
             parsed.rows
             | "RunInference" >> RunInference(handler)
             | "Format" >> beam.Map(_to_csv)
-            | "WritePredictions" >> beam.io.WriteToText(predictions_prefix, file_name_suffix=".csv",
-                                                        header=",".join([*key_columns, "probability"]))
+            | "WritePredictions"
+            >> beam.io.WriteToText(predictions_prefix, file_name_suffix=".csv", header=",".join([*key_columns, "probability"]))
         )
         _ = (
             parsed[DEAD_LETTER]

@@ -146,19 +146,29 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             return _error(404, f"no model named {request.match_info['model']!r}")
         if not store.ready:
             return web.json_response({"model_version_status": []}, status=503)
-        return web.json_response({"model_version_status": [
-            {"version": str(store.current.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-        ]})
+        return web.json_response(
+            {
+                "model_version_status": [
+                    {
+                        "version": str(store.current.version),
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
+                ]
+            }
+        )
 
     async def metadata(request: web.Request) -> web.Response:
         if not store.ready:
             return _error(503, "no model loaded")
         model = store.current
         inputs = {k: {"dtype": v.name, "missing": "null"} for k, v in model.input_dtypes.items()}
-        return web.json_response({
-            "model_spec": {"name": cfg.model_name, "version": str(model.version)},
-            "metadata": {"signature_def": {"inputs": inputs, "outputs": {"predictions": {"dtype": "float32"}}}},
-        })
+        return web.json_response(
+            {
+                "model_spec": {"name": cfg.model_name, "version": str(model.version)},
+                "metadata": {"signature_def": {"inputs": inputs, "outputs": {"predictions": {"dtype": "float32"}}}},
+            }
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -98,7 +98,6 @@ def analyze_and_transform(rows: list[dict], output_dir: str):
     return transformed
 
 
-
 def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
     """The JSON-client form: one dense column per raw feature, sentinels for missing."""
     spec = {key: s.dtype for key, s in raw_feature_spec().items()}
@@ -107,7 +106,6 @@ def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
         key: tf.constant([r[key][0] if r[key] else missing[spec[key]] for r in rows], dtype=spec[key])
         for key in F.raw_input_keys()
     }
-
 
 
 # The pipeline's components and their upstream components, without continuous training (as
@@ -162,7 +160,7 @@ def raw_frame():
 
 def span_rows(span: int):
     """Span N of the test spans: rows (N-1)*3000 .. N*3000 of the bundled data."""
-    return raw_frame().iloc[(span - 1) * SPAN_ROWS: span * SPAN_ROWS]
+    return raw_frame().iloc[(span - 1) * SPAN_ROWS : span * SPAN_ROWS]
 
 
 def write_span(data_root, span: int, frame=None, text: str | None = None) -> str:
@@ -172,7 +170,7 @@ def write_span(data_root, span: int, frame=None, text: str | None = None) -> str
     folder.mkdir(parents=True)
     path = folder / "taxi.csv"
     if text is not None:
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
     else:
         (span_rows(span) if frame is None else frame).to_csv(path, index=False)
     return str(data_root)
@@ -218,5 +216,6 @@ def snapshot(cfg) -> dict:
 
 def changed_records(before: dict, after: dict) -> dict[str, list[int]]:
     """Earlier execution and artifact records that differ (new ones may be added)."""
-    return {kind: [i for i, record in before[kind].items() if after[kind].get(i) != record]
-            for kind in ("executions", "artifacts")}
+    return {
+        kind: [i for i, record in before[kind].items() if after[kind].get(i) != record] for kind in ("executions", "artifacts")
+    }

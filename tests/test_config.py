@@ -150,13 +150,16 @@ def test_hparams_reach_the_trainer_config(tmp_path):
     assert HParams.from_dict(custom["hparams"]) == hp
 
 
-@pytest.mark.parametrize("edited, reruns", [
-    ("model.py", {P.TRAINER}),
-    ("trainer.py", {P.TRAINER}),
-    ("hparams.py", {P.TRAINER}),
-    ("preprocessing.py", {P.TRANSFORM}),
-    ("features.py", {P.TRANSFORM, P.TRAINER}),
-])
+@pytest.mark.parametrize(
+    "edited, reruns",
+    [
+        ("model.py", {P.TRAINER}),
+        ("trainer.py", {P.TRAINER}),
+        ("hparams.py", {P.TRAINER}),
+        ("preprocessing.py", {P.TRANSFORM}),
+        ("features.py", {P.TRANSFORM, P.TRAINER}),
+    ],
+)
 def test_editing_user_code_changes_only_the_cache_keys_of_components_that_run_it(tmp_path, edited, reruns):
     """A component's cache key holds the digest of the code it runs, and only that code."""
     modules_dir = pathlib.Path(P.F.__file__).parent

@@ -38,7 +38,7 @@ def sources() -> list[tuple[str, pathlib.Path]]:
 
 @pytest.mark.parametrize("layer, path", sources(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, pathlib.Path) else v)
 def test_no_module_imports_a_layer_above_its_own(layer, path):
-    allowed = set(LAYERS[LAYERS.index(layer):])
+    allowed = set(LAYERS[LAYERS.index(layer) :])
     upward = {other for other in imported_layers(path) if other not in allowed or (layer, other) in SIBLINGS}
     assert not upward, f"{path.relative_to(ROOT)} ({layer}) imports {sorted(upward)}"
 

@@ -11,22 +11,33 @@ from modules import features as F
 
 def _row(fare, tips, payment=b"Credit Card", company=b"Flash Cab", hour=12, lat=41.9, miles=1.0, tract=None):
     return {
-        "fare": [fare], "tips": [tips], "payment_type": [payment] if payment else [],
-        "company": [company] if company else [], "trip_start_hour": [hour] if hour is not None else [],
-        "trip_start_day": [3], "trip_start_month": [5], "trip_start_timestamp": [1400000000],
-        "pickup_latitude": [lat] if lat is not None else [], "pickup_longitude": [-87.6],
-        "dropoff_latitude": [], "dropoff_longitude": [], "trip_miles": [miles], "trip_seconds": [600],
-        "pickup_census_tract": [], "dropoff_census_tract": [tract] if tract else [],
-        "pickup_community_area": [8], "dropoff_community_area": [],
+        "fare": [fare],
+        "tips": [tips],
+        "payment_type": [payment] if payment else [],
+        "company": [company] if company else [],
+        "trip_start_hour": [hour] if hour is not None else [],
+        "trip_start_day": [3],
+        "trip_start_month": [5],
+        "trip_start_timestamp": [1400000000],
+        "pickup_latitude": [lat] if lat is not None else [],
+        "pickup_longitude": [-87.6],
+        "dropoff_latitude": [],
+        "dropoff_longitude": [],
+        "trip_miles": [miles],
+        "trip_seconds": [600],
+        "pickup_census_tract": [],
+        "dropoff_census_tract": [tract] if tract else [],
+        "pickup_community_area": [8],
+        "dropoff_community_area": [],
     }
 
 
 ROWS = [
-    _row(10.0, 3.0),                                  # 30% tip -> label 1
-    _row(10.0, 2.0),                                  # exactly 20%: not more -> 0
-    _row(0.0, 1.0, payment=b"Cash", company=None),    # zero fare -> 0, not a division by zero
+    _row(10.0, 3.0),  # 30% tip -> label 1
+    _row(10.0, 2.0),  # exactly 20%: not more -> 0
+    _row(0.0, 1.0, payment=b"Cash", company=None),  # zero fare -> 0, not a division by zero
     _row(40.0, 0.0, payment=b"Cash", hour=0, lat=None, tract=17031081500),
-    _row(25.0, 6.0, hour=24, company=None),           # hour out of the schema's range
+    _row(25.0, 6.0, hour=24, company=None),  # hour out of the schema's range
     _row(5.0, 1.5, payment=None, hour=None, miles=3.0),
 ]
 

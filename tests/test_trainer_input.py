@@ -27,7 +27,9 @@ def split(transformed_sample, tmp_path_factory):
             writer.write(coder.encode(row))
     # TFX's own factory for tf.Example payloads is this tfxio reader.
     accessor = DataAccessor(
-        tf_dataset_factory=lambda pattern, options, schema: tfxio.TFExampleRecord(pattern, schema=schema).TensorFlowDataset(options),
+        tf_dataset_factory=lambda pattern, options, schema: tfxio.TFExampleRecord(pattern, schema=schema).TensorFlowDataset(
+            options
+        ),
         record_batch_factory=None,
         data_view_decode_fn=None,
     )
@@ -46,7 +48,7 @@ def first_rows(dataset, n):
     for features, labels in dataset:
         keys += row_keys(features, labels)
         if len(keys) >= 2 * n:
-            return keys[:n], keys[n:2 * n]
+            return keys[:n], keys[n : 2 * n]
 
 
 def test_each_pass_over_an_in_memory_split_is_a_permutation(split):
@@ -72,8 +74,9 @@ def test_large_split_streams_from_disk_with_the_same_rows(split, monkeypatch):
     in_memory = trainer._dataset(pattern, accessor, output, 64, seed=1)
     monkeypatch.setattr(trainer, "IN_MEMORY_MAX_BYTES", 0)
     streamed = trainer._dataset(pattern, accessor, output, 64, seed=1)
-    compatible = tf.nest.map_structure(lambda a, b: a.dtype == b.dtype and a.shape.is_compatible_with(b.shape),
-                                       streamed.element_spec, in_memory.element_spec)
+    compatible = tf.nest.map_structure(
+        lambda a, b: a.dtype == b.dtype and a.shape.is_compatible_with(b.shape), streamed.element_spec, in_memory.element_spec
+    )
     assert all(tf.nest.flatten(compatible))
     first, _ = first_rows(streamed, len(rows))
     assert len(first) == len(rows)

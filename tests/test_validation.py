@@ -33,7 +33,7 @@ def csv_stats(frame, path):
 
 def test_natural_variation_between_blocks_of_real_data_is_not_drift(schema, data):
     """Consecutive 3,000-row blocks (how the tests make spans) stay under every threshold."""
-    blocks = [stats(data.iloc[i:i + 3000]) for i in range(0, 12000, 3000)]
+    blocks = [stats(data.iloc[i : i + 3000]) for i in range(0, 12000, 3000)]
     for before, after in zip(blocks, blocks[1:]):
         found, measured = V.compare(after, before, schema)
         assert found == []
@@ -45,7 +45,10 @@ def test_a_shifted_mix_is_drift_and_names_feature_and_measure(schema, data):
     after = data.iloc[3000:6000].assign(payment_type="Cash", trip_start_hour=3)
     found, measured = V.compare(stats(after), stats(before), schema, span=2, split="train")
     kinds = {(r["feature"], r["kind"]) for r in found}
-    assert kinds == {("payment_type", "COMPARATOR_L_INFTY_HIGH"), ("trip_start_hour", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH")}
+    assert kinds == {
+        ("payment_type", "COMPARATOR_L_INFTY_HIGH"),
+        ("trip_start_hour", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"),
+    }
     assert all(r["span"] == 2 and r["split"] == "train" for r in found)
     exceeded = {m.feature: m for m in measured if m.exceeded}
     assert exceeded["payment_type"].measure == "L_infinity" and exceeded["payment_type"].value > 0.3
@@ -67,7 +70,9 @@ def test_schema_anomalies_of_bad_data(schema, tmp_path):
     assert ("fare", "SCHEMA_MISSING_COLUMN") in {(r["feature"], r["kind"]) for r in missing_column}
     text = sample.copy()
     text.loc[text.index[:10], "fare"] = "n/a"
-    assert ("fare", "UNEXPECTED_DATA_TYPE") in {(r["feature"], r["kind"]) for r in V.validate(csv_stats(text, tmp_path / "text.csv"), schema)}
+    assert ("fare", "UNEXPECTED_DATA_TYPE") in {
+        (r["feature"], r["kind"]) for r in V.validate(csv_stats(text, tmp_path / "text.csv"), schema)
+    }
     # The label's source is not expected at serving time.
     serving = V.validate(csv_stats(sample.iloc[:100], tmp_path / "serving.csv"), schema, environment="SERVING")
     assert ("tips", "SCHEMA_NEW_COLUMN") in {(r["feature"], r["kind"]) for r in serving}
@@ -94,7 +99,15 @@ def test_bad_accept_specs_are_refused(bad):
 
 
 def test_validation_error_lists_every_row_and_the_way_out():
-    rows = [{"span": 2, "split": "train", "feature": "fare", "kind": "SCHEMA_MISSING_COLUMN", "description": "Column is completely missing"}]
+    rows = [
+        {
+            "span": 2,
+            "split": "train",
+            "feature": "fare",
+            "kind": "SCHEMA_MISSING_COLUMN",
+            "description": "Column is completely missing",
+        }
+    ]
     message = str(V.DataValidationError(rows))
     assert "1 anomaly" in message and "nothing was trained or pushed" in message
     assert "fare" in message and "SCHEMA_MISSING_COLUMN" in message and "Column is completely missing" in message

@@ -76,9 +76,7 @@ def test_tasks_and_edges_are_the_local_pipelines(compiled):
 
 def test_every_container_runs_the_configured_image(compiled):
     _, _, spec = compiled
-    images = {
-        name: e["container"]["image"] for name, e in spec.deployment_spec["executors"].items() if "container" in e
-    }
+    images = {name: e["container"]["image"] for name, e in spec.deployment_spec["executors"].items() if "container" in e}
     assert len(images) == len(EXPECTED_EDGES) - 1  # all but the resolver, which has no container
     assert set(images.values()) == {SETTINGS["image"]}
 
@@ -110,7 +108,11 @@ def test_trainer_runs_on_vertex_training(compiled):
     training = config["ai_platform_training_args"]
     assert training["project"] == "my-project"
     (pool,) = training["job_spec"]["worker_pool_specs"]
-    assert pool["machine_spec"] == {"machine_type": "n1-standard-16", "accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 1}
+    assert pool["machine_spec"] == {
+        "machine_type": "n1-standard-16",
+        "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 1,
+    }
     assert pool["container_spec"]["image_uri"] == SETTINGS["image"]
     assert training["job_spec"]["service_account"] == SETTINGS["service_account"]
     assert "hparams" in config  # the model's settings travel with the Vertex ones
@@ -210,8 +212,12 @@ def test_dry_run_cli_prints_the_request(tmp_path, capsys):
     config = tmp_path / "vertex.json"
     config.write_text(json.dumps({k: v for k, v in SETTINGS.items()}))
     spec = tmp_path / "pipeline.json"
-    assert runner.main(["vertex", "submit", "--config", str(config), "--output", str(spec),
-                        "--schedule-cron", "0 3 * * 1", "--dry-run"]) == 0
+    assert (
+        runner.main(
+            ["vertex", "submit", "--config", str(config), "--output", str(spec), "--schedule-cron", "0 3 * * 1", "--dry-run"]
+        )
+        == 0
+    )
     request = json.loads(capsys.readouterr().out)
     assert request["schedule"]["cron"] == "0 3 * * 1"
     assert request["pipeline_job"]["pipelineSpec"]["pipelineInfo"]["name"] == "taxi-big-tipper"
@@ -245,8 +251,22 @@ def test_bad_settings_fail_naming_the_field(changes, field):
 
 def test_missing_setting_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "spec.json"
-    code = runner.main(["vertex", "compile", "--region", "us-central1", "--pipeline-root", "gs://b/r",
-                        "--image", "gcr.io/p/i", "--data-root", "gs://b/d", "--output", str(out)])
+    code = runner.main(
+        [
+            "vertex",
+            "compile",
+            "--region",
+            "us-central1",
+            "--pipeline-root",
+            "gs://b/r",
+            "--image",
+            "gcr.io/p/i",
+            "--data-root",
+            "gs://b/d",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == "error: vertex.project: is required"
     assert not out.exists()

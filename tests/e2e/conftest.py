@@ -8,12 +8,15 @@ session fixture that builds on the one before (so each runs once, whichever test
   s3_span2        span 2 arrives (other learning rate): window {1, 2}, warm start, pushed (v2)
   s4_weaker       span 2 with a 1-step model from scratch: not blessed, nothing pushed
   s5_drift        span 3 with drifted payment types and hours: rejected at the gate
+  s5_fare_shift   span 3 again with every fare x10 + 40: rejected (fare, and the label)
+  s5_bad_files    span 3 again: a byte-order mark, the same file twice, repeated rows
   s6_removed      span 3's folder removed: the re-run is all cache hits again
   s7_redelivered  span 2 re-delivered with bad rows: rejected, naming every problem
   s8_empty        span 3 arrives with a header and no rows: rejected (EMPTY_DATA)
   s9_span3        span 3 arrives good, through the CLI: killed while training (a second run
                   meanwhile is refused the store), then re-run to completion
-  s10_accepted    span 4 drifts, and the operator accepts it: trained, on record
+  s10_accepted    span 4 drifts, and the operator accepts it: trained (on span 4 alone), on
+                  record
 
 Each step leaves a copy of the store as it was right after it (`Step.store`), so a test of
 "after span 2" is not disturbed by the steps after it. Artifacts are never deleted, so the
@@ -55,6 +58,7 @@ THRESHOLDS = configs.EvalThresholds(min_auc=0.85, min_accuracy=0.8, max_auc_regr
 
 
 # --- The story -------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Step:
@@ -145,7 +149,30 @@ def s3_span2_cfg(story: Story) -> configs.PipelineConfig:
 
 
 @pytest.fixture(scope="session")
-def s6_removed(story, s5_drift) -> Step:
+def s5_fare_shift(story, s5_drift) -> Step:
+    """Span 3 re-delivered with every fare x10 + 40 (mean 11.8 -> 169): the big-tipper rate
+    falls from ~23% to almost nothing."""
+    frame = span_rows(3)
+    fare = frame["fare"].astype(float) * 10 + 40
+    write_span(story.data, 3, frame=frame.assign(fare=fare.round(2).astype(str)))
+    return story.reject("s5b", s3_span2_cfg(story))
+
+
+@pytest.fixture(scope="session")
+def s5_bad_files(story, s5_fare_shift) -> Step:
+    """Span 3 re-delivered as two copies of one file that starts with a byte-order mark and
+    repeats 40% of its rows."""
+    import pandas as pd
+
+    rows = span_rows(3).iloc[:1800]
+    text = "\ufeff" + pd.concat([rows, rows.iloc[:1200]]).to_csv(index=False)  # 1,200 of 3,000 rows repeat
+    folder = write_span(story.data, 3, text=text)
+    (pathlib.Path(folder) / "span-3" / "taxi_copy.csv").write_text(text, encoding="utf-8")
+    return story.reject("s5c", s3_span2_cfg(story))
+
+
+@pytest.fixture(scope="session")
+def s6_removed(story, s5_bad_files) -> Step:
     shutil.rmtree(story.data / "span-3")
     return story.run("s6", s3_span2_cfg(story))
 
@@ -164,10 +191,26 @@ def s8_empty(story, s7_redelivered) -> Step:
 
 def cli_run(cfg: configs.PipelineConfig, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "runner.py"), "run", "--data", cfg.data_root, "--schema", str(SCHEMA_PATH),
-         "--output", os.path.dirname(cfg.metadata_uri), "--train-steps", str(cfg.train_steps),
-         "--hparams", json.dumps(cfg.hparams.to_dict()), "--json", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "runner.py"),
+            "run",
+            "--data",
+            cfg.data_root,
+            "--schema",
+            str(SCHEMA_PATH),
+            "--output",
+            os.path.dirname(cfg.metadata_uri),
+            "--train-steps",
+            str(cfg.train_steps),
+            "--hparams",
+            json.dumps(cfg.hparams.to_dict()),
+            "--json",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -193,7 +236,7 @@ def wait_for_training(cfg: configs.PipelineConfig, proc: subprocess.Popen, timeo
 @pytest.fixture(scope="session")
 def s9_span3(story, s8_empty) -> Step:
     write_span(story.data, 3)
-    cfg = s3_span2_cfg(story).replace(train_steps=600)
+    cfg = s3_span2_cfg(story).replace(train_steps=400)
     before = snapshot(cfg)
     first = cli_run(cfg)
     killed = wait_for_training(cfg, first)
@@ -205,18 +248,20 @@ def s9_span3(story, s8_empty) -> Step:
     rerun = cli_run(cfg)
     out, err = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, err[-3000:]
-    return story.keep("s9", cfg, json.loads(out), before=before, killed_execution=killed,
-                      second=(second.returncode, out2, err2))
+    return story.keep("s9", cfg, json.loads(out), before=before, killed_execution=killed, second=(second.returncode, out2, err2))
 
 
 @pytest.fixture(scope="session")
 def s10_accepted(story, s9_span3) -> Step:
     write_span(story.data, 4, frame=drifted(4))
-    cfg = s3_span2_cfg(story).replace(train_steps=50, accept_anomalies=("payment_type:COMPARATOR_L_INFTY_HIGH", "trip_start_hour"))
+    cfg = s3_span2_cfg(story).replace(
+        train_steps=50, train_window_spans=1, accept_anomalies=("payment_type:COMPARATOR_L_INFTY_HIGH", "trip_start_hour")
+    )
     return story.run("s10", cfg)
 
 
 # --- A clone of a step, for tests that change the store ----------------------------------------
+
 
 @pytest.fixture
 def clone(tmp_path):
@@ -238,6 +283,7 @@ def clone(tmp_path):
 
 # --- The full data ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def full_data_run(tmp_path_factory):
     """The default configuration on all 15,002 rows: (config, summary)."""
@@ -250,12 +296,14 @@ def full_data_run(tmp_path_factory):
 
 # --- The CLI and a browser --------------------------------------------------------------------
 
+
 @pytest.fixture
 def cli(capsys):
     """runner.main in this process: (exit code, stdout, stderr)."""
     import runner
 
     def call(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # what the test printed before (Keras's progress) is not the command's
         code = runner.main(list(argv))
         out = capsys.readouterr()
         return code, out.out, out.err
@@ -269,18 +317,40 @@ def browser(tmp_path_factory):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Chromium is not installed: run scripts/ensure-test-tools.sh (make test does)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     shots = tmp_path_factory.mktemp("screenshots")
 
     def load(html_path) -> tuple[str, pathlib.Path]:
         profile = tempfile.mkdtemp(prefix="chromium-")
-        done = subprocess.run([chromium, *flags, f"--user-data-dir={profile}", "--dump-dom", f"file://{html_path}"],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [chromium, *flags, f"--user-data-dir={profile}", "--dump-dom", f"file://{html_path}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         shot = shots / (pathlib.Path(html_path).stem + ".png")
-        subprocess.run([chromium, *flags, f"--user-data-dir={profile}", "--window-size=1280,2400",
-                        f"--screenshot={shot}", f"file://{html_path}"], capture_output=True, timeout=120, check=True)
+        subprocess.run(
+            [
+                chromium,
+                *flags,
+                f"--user-data-dir={profile}",
+                "--window-size=1280,2400",
+                f"--screenshot={shot}",
+                f"file://{html_path}",
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
         shutil.rmtree(profile, ignore_errors=True)
         return done.stdout, shot
 
@@ -288,6 +358,7 @@ def browser(tmp_path_factory):
 
 
 # --- MariaDB ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def mariadb():
@@ -308,13 +379,28 @@ def mariadb():
         shutil.chown(root, "mysql")
     user = ["--user=mysql"] if as_root else []
     data, sock, port = root / "data", root / "sock", free_port()
-    done = subprocess.run(["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal",
-                           "--skip-test-db", *user], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal", "--skip-test-db", *user],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         pytest.fail(f"mariadb-install-db failed: {done.stderr.strip()}")
     log = open(root / "log", "w")
-    proc = subprocess.Popen([server, "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
-                             f"--socket={sock}", f"--pid-file={root / 'pid'}", *user], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={sock}",
+            f"--pid-file={root / 'pid'}",
+            *user,
+        ],
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.time() + 60
         while not sock.exists():

@@ -20,8 +20,12 @@ pytestmark = pytest.mark.e2e
 
 def test_smoke_benchmark_runs_and_reports_cache_behaviour(tmp_path):
     output = tmp_path / "RESULTS.md"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_bench.py"), "--smoke", "--output", str(output)],
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pipeline_bench.py"), "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "RESULTS.json").read_text())
     runs = results["reruns"]
@@ -38,8 +42,12 @@ def test_smoke_benchmark_runs_and_reports_cache_behaviour(tmp_path):
 
 def test_transform_bench_reruns_the_runs_transform_in_both_modes(s1_first, tmp_path):
     shutil.copy(s1_first.store, tmp_path / "metadata.sqlite")  # the store as the first run left it
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "transform_bench.py"), "--run-output", str(tmp_path), "--repeat", "1"],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "transform_bench.py"), "--run-output", str(tmp_path), "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| tf")]
     assert [r[0].strip() for r in rows] == ["tf2", "tf1_compat"]

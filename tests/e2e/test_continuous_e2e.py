@@ -45,11 +45,15 @@ def assert_rejected_and_intact(step, expected: set[tuple[str, str]]) -> None:
     latest = step.metadata().latest_run()
     assert latest.status == "failed" and latest.components[P.DATA_GATE].state == "failed"
     assert not AFTER_GATE & set(latest.components)
-    assert changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))) == {"executions": [], "artifacts": []}
+    assert changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))) == {
+        "executions": [],
+        "artifacts": [],
+    }
     assert snapshot(step.cfg)["served"] == step.before["served"]
 
 
 # --- A new span ------------------------------------------------------------------------------
+
 
 def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(s1_first, s3_span2):
     md = s3_span2.metadata()
@@ -82,15 +86,19 @@ def test_a_worse_candidate_is_not_blessed_or_pushed(s3_span2, s4_weaker):
     pushed = s4_weaker.metadata().latest_run().output(P.PUSHER, "pushed_model")
     assert pushed is None or not prop(pushed, "pushed")
     assert not any(changed_records(s4_weaker.before, snapshot(s4_weaker.cfg.replace(metadata_uri=s4_weaker.store))).values())
-    assert lineage.pushed_models(s4_weaker.metadata().store, s4_weaker.cfg.pipeline_name)[0].uri == \
-        s3_span2.metadata().latest_run().output(P.PUSHER, "pushed_model").uri
+    assert (
+        lineage.pushed_models(s4_weaker.metadata().store, s4_weaker.cfg.pipeline_name)[0].uri
+        == s3_span2.metadata().latest_run().output(P.PUSHER, "pushed_model").uri
+    )
 
 
 # --- The gate --------------------------------------------------------------------------------
 
+
 def test_drift_between_spans_is_rejected_and_the_failed_run_is_reported(s5_drift, cli, browser, tmp_path):
-    assert_rejected_and_intact(s5_drift, {("payment_type", "COMPARATOR_L_INFTY_HIGH"),
-                                          ("trip_start_hour", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH")})
+    assert_rejected_and_intact(
+        s5_drift, {("payment_type", "COMPARATOR_L_INFTY_HIGH"), ("trip_start_hour", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH")}
+    )
     page = tmp_path / "failed-run.html"
     code, _, err = cli("report", "--metadata", s5_drift.store, "--output", str(page))
     assert code == 0, err
@@ -101,6 +109,25 @@ def test_drift_between_spans_is_rejected_and_the_failed_run_is_reported(s5_drift
     assert "Against span 2" in dom
 
 
+def test_a_shifted_fare_is_rejected_naming_fare_and_the_label(s5_fare_shift):
+    assert_rejected_and_intact(
+        s5_fare_shift,
+        {("fare", "QUANTILE_SHIFT_HIGH"), ("big_tipper", "LABEL_RATE_OUT_OF_RANGE"), ("big_tipper", "LABEL_RATE_CHANGE_HIGH")},
+    )
+    eval_rows = [r for r in s5_fare_shift.rejected.rows if r["feature"] == "big_tipper" and r["split"] == "eval"]
+    assert {r["kind"] for r in eval_rows} >= {"LABEL_RATE_OUT_OF_RANGE", "TOO_FEW_EXAMPLES_PER_CLASS"}
+
+
+def test_what_is_wrong_with_the_files_is_named_before_tfdv_speaks(s5_bad_files):
+    assert_rejected_and_intact(
+        s5_bad_files, {("(file)", "FILE_HAS_BOM"), ("(file)", "DUPLICATE_FILE"), ("(file)", "DUPLICATE_ROWS")}
+    )
+    rows = s5_bad_files.rejected.rows
+    assert [r["kind"] for r in rows[:4]] == ["FILE_HAS_BOM", "FILE_HAS_BOM", "DUPLICATE_FILE", "DUPLICATE_ROWS"]
+    assert "taxi_copy.csv has the same content as taxi.csv" in str(s5_bad_files.rejected)
+    assert "1200 of 3000 rows (40.0%) repeat an earlier row" in str(s5_bad_files.rejected)
+
+
 def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, s6_removed):
     resolvers = {P.SPAN_WINDOW_RESOLVER, P.WARM_START_RESOLVER, P.DRIFT_REFERENCE_RESOLVER, P.BASELINE_RESOLVER}
     for component, state in s6_removed.summary["components"].items():
@@ -109,12 +136,15 @@ def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, 
 
 
 def test_bad_rows_in_a_redelivered_span_are_each_named(s7_redelivered):
-    assert_rejected_and_intact(s7_redelivered, {
-        ("fare", "SCHEMA_MISSING_COLUMN"),
-        ("trip_miles", "UNEXPECTED_DATA_TYPE"),
-        ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES"),
-        ("company", "COMPARATOR_L_INFTY_HIGH"),
-    })
+    assert_rejected_and_intact(
+        s7_redelivered,
+        {
+            ("fare", "SCHEMA_MISSING_COLUMN"),
+            ("trip_miles", "UNEXPECTED_DATA_TYPE"),
+            ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES"),
+            ("company", "COMPARATOR_L_INFTY_HIGH"),
+        },
+    )
     assert {r["span"] for r in s7_redelivered.rejected.rows} == {2}
 
 
@@ -174,10 +204,13 @@ def test_accepted_anomalies_let_the_run_train_and_are_on_record(s10_accepted):
     gate_execution = md.execution(run.components[P.DATA_GATE].execution_id)
     assert json.loads(prop(gate_execution, "accept")) == sorted(s10_accepted.cfg.accept_anomalies)
     assert prop(run.output(P.DATA_GATE, "result"), "accepted_anomalies") == 4  # 2 features x 2 splits
-    assert not any(changed_records(s10_accepted.before, snapshot(s10_accepted.cfg.replace(metadata_uri=s10_accepted.store))).values())
+    assert not any(
+        changed_records(s10_accepted.before, snapshot(s10_accepted.cfg.replace(metadata_uri=s10_accepted.store))).values()
+    )
 
 
 # --- Operations on the store after span 2 -----------------------------------------------------
+
 
 def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, cli, clone):
     cfg = clone(s3_span2)
@@ -214,8 +247,9 @@ def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, c
     assert f'"id": {first_model.id}' in out
     # The rolled-back model was trained on what the first model was trained on.
     rolled_back = md.model_of(md.resolve(str(done["new_version"])))
-    assert [a.id for a in lineage.examples_trained_on(md.store, rolled_back)] == \
-        [a.id for a in lineage.examples_trained_on(md.store, first_model)]
+    assert [a.id for a in lineage.examples_trained_on(md.store, rolled_back)] == [
+        a.id for a in lineage.examples_trained_on(md.store, first_model)
+    ]
 
     # The next candidate is judged against the rolled-back model, not the one rolled back.
     from tfx.types import artifact_utils
@@ -223,11 +257,14 @@ def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, c
     from pipeline.resolvers import BaselineModelStrategy
 
     def tfx_artifacts(type_name):
-        return [artifact_utils.deserialize_artifact(md.store.get_artifact_type(type_name), a)
-                for a in md.store.get_artifacts_by_type(type_name)]
+        return [
+            artifact_utils.deserialize_artifact(md.store.get_artifact_type(type_name), a)
+            for a in md.store.get_artifacts_by_type(type_name)
+        ]
 
     resolved = BaselineModelStrategy().resolve_artifacts(
-        md.store, {"candidate": [], "model": tfx_artifacts("Model"), "model_blessing": tfx_artifacts("ModelBlessing")})
+        md.store, {"candidate": [], "model": tfx_artifacts("Model"), "model_blessing": tfx_artifacts("ModelBlessing")}
+    )
     assert resolved["model"][0].uri == first_model.uri
 
 
@@ -251,7 +288,7 @@ def test_validate_reports_skew_per_feature(s3_span2, cli, tmp_path):
     rows = span_rows(5).drop(columns=["tips"]).iloc[:1500].assign(company="Acme Cabs")
     with open(log, "w") as f:
         for start in range(0, len(rows), 100):
-            f.write(json.dumps({"instances": rows.iloc[start:start + 100].to_dict("records")}) + "\n")
+            f.write(json.dumps({"instances": rows.iloc[start : start + 100].to_dict("records")}) + "\n")
     code, out, err = cli("validate", "--metadata", s3_span2.store, "--data", str(log))
     assert code == 3, err
     line = next(line for line in out.splitlines() if line.startswith("company"))

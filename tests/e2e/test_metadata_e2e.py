@@ -10,9 +10,10 @@ import shutil
 import pytest
 from ml_metadata.proto import metadata_store_pb2 as pb
 
+from helpers import SCHEMA_PATH, write_span
 from ops.queries import Metadata
 from ops.store import open_store
-from pipeline import lineage
+from pipeline import configs, lineage
 from pipeline import pipeline as P
 from runners import local
 
@@ -177,7 +178,9 @@ def _add_other_pipelines_push(uri: str, version: str) -> int:
     ctx = pb.Context(type_id=db.get_context_type("pipeline").id, name="other-pipeline")
     run = pb.Context(type_id=db.get_context_type("pipeline_run").id, name="other-pipeline-run-1")
     model = pb.Artifact(type_id=db.get_artifact_type("Model").id, uri="/elsewhere/model", state=pb.Artifact.LIVE)
-    pushed = pb.Artifact(type_id=db.get_artifact_type("PushedModel").id, uri=f"/elsewhere/serving/{version}", state=pb.Artifact.LIVE)
+    pushed = pb.Artifact(
+        type_id=db.get_artifact_type("PushedModel").id, uri=f"/elsewhere/serving/{version}", state=pb.Artifact.LIVE
+    )
     pushed.custom_properties["pushed"].int_value = 1
     pushed.custom_properties["pushed_version"].string_value = version
     pushed.custom_properties["pushed_destination"].string_value = f"/elsewhere/serving/{version}"
@@ -188,8 +191,9 @@ def _add_other_pipelines_push(uri: str, version: str) -> int:
         e.path.steps.add().key = key
         return e
 
-    _, [_, pushed_id], _ = db.put_execution(execution, [(model, event(pb.Event.INPUT, "model")),
-                                                        (pushed, event(pb.Event.OUTPUT, "pushed_model"))], [ctx, run])
+    _, [_, pushed_id], _ = db.put_execution(
+        execution, [(model, event(pb.Event.INPUT, "model")), (pushed, event(pb.Event.OUTPUT, "pushed_model"))], [ctx, run]
+    )
     return pushed_id
 
 
@@ -209,11 +213,18 @@ def test_a_store_shared_with_another_pipeline_answers_for_this_pipeline_only(his
     assert "9999999999" not in {lineage.pushed_version(a) for a in md.pushed_models()}
 
 
-def test_the_queries_work_on_a_mariadb_store(mariadb, s1_first, tmp_path, cli_json):
+@pytest.mark.xdist_group("mariadb")
+def test_the_queries_work_on_a_mariadb_store(mariadb, tmp_path, cli_json):
     """The same pipeline against a real MariaDB server: the run is recorded, and the queries
     read it back."""
-    cfg = s1_first.cfg.replace(metadata_uri=mariadb, pipeline_root=str(tmp_path / "tfx"),
-                               serving_model_dir=str(tmp_path / "serving"), train_steps=50)
+    cfg = configs.local_config(
+        str(tmp_path / "out"),
+        write_span(tmp_path / "data", 1),
+        str(SCHEMA_PATH),
+        metadata_uri=mariadb,
+        train_steps=50,
+        eval_steps=5,
+    )
     summary = local.run(cfg)
     assert summary["status"] == "complete" and summary["metadata"] == mariadb.replace("s3cret", "***")
     [run] = cli_json("runs", "--metadata", mariadb)

@@ -22,9 +22,20 @@ from pipeline import pipeline as P
 pytestmark = pytest.mark.e2e
 
 ALL_COMPONENTS = {
-    P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR,
-    P.DATA_GATE, P.SPAN_WINDOW_RESOLVER, P.WARM_START_RESOLVER, P.DRIFT_REFERENCE_RESOLVER,
-    P.TRANSFORM, P.TRAINER, P.BASELINE_RESOLVER, P.EVALUATOR, P.PUSHER,
+    P.EXAMPLE_GEN,
+    P.STATISTICS_GEN,
+    P.SCHEMA_GEN,
+    P.SCHEMA_IMPORTER,
+    P.EXAMPLE_VALIDATOR,
+    P.DATA_GATE,
+    P.SPAN_WINDOW_RESOLVER,
+    P.WARM_START_RESOLVER,
+    P.DRIFT_REFERENCE_RESOLVER,
+    P.TRANSFORM,
+    P.TRAINER,
+    P.BASELINE_RESOLVER,
+    P.EVALUATOR,
+    P.PUSHER,
 }
 # Resolvers query ML Metadata on every run; they have no cache to hit.
 RESOLVERS = {P.SPAN_WINDOW_RESOLVER, P.WARM_START_RESOLVER, P.DRIFT_REFERENCE_RESOLVER, P.BASELINE_RESOLVER}
@@ -65,11 +76,24 @@ def test_metadata_records_executions_and_lineage_inputs(s1_first):
     run = md.latest_run()
     assert set(run.components) == ALL_COMPONENTS
     types = {a.type for a in md.store.get_artifacts()}
-    assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", lineage.GATE_RESULT_TYPE, "TransformGraph",
-            "Model", "ModelEvaluation", "ModelBlessing", "PushedModel"} <= types
+    assert {
+        "Examples",
+        "ExampleStatistics",
+        "Schema",
+        "ExampleAnomalies",
+        lineage.GATE_RESULT_TYPE,
+        "TransformGraph",
+        "Model",
+        "ModelEvaluation",
+        "ModelBlessing",
+        "PushedModel",
+    } <= types
     # The trained model's execution consumed the transform graph this run produced.
-    trainer_inputs = [e for e in md.store.get_events_by_execution_ids([run.components[P.TRAINER].execution_id])
-                      if e.type == metadata_store_pb2.Event.INPUT]
+    trainer_inputs = [
+        e
+        for e in md.store.get_events_by_execution_ids([run.components[P.TRAINER].execution_id])
+        if e.type == metadata_store_pb2.Event.INPUT
+    ]
     assert run.output(P.TRANSFORM, "transform_graph").id in {e.artifact_id for e in trainer_inputs}
 
 

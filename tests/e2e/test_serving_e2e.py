@@ -53,9 +53,20 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(os.path.join(os.path.dirname(model_dir), f"server-{port}.log"), "w")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "runner.py"), "serve", "--model-dir", model_dir, "--port", str(port),
-             "--poll-seconds", "0.5", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                str(ROOT / "runner.py"),
+                "serve",
+                "--model-dir",
+                model_dir,
+                "--port",
+                str(port),
+                "--poll-seconds",
+                "0.5",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 120
         while True:

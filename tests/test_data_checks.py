@@ -1,0 +1,99 @@
+"""The data gate's own checks on real rows: decile shifts, the label's rate, the files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import tensorflow_data_validation as tfdv
+
+from helpers import DATA_CSV, ROOT, SCHEMA_PATH
+from pipeline import data_checks as D
+
+
+@pytest.fixture(scope="module")
+def limits() -> D.Limits:
+    return D.Limits.from_json(D.read_limits_text(str(SCHEMA_PATH)))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return pd.read_csv(DATA_CSV)
+
+
+def stats(frame):
+    return tfdv.generate_statistics_from_dataframe(frame)
+
+
+def test_a_shifted_fare_moves_every_decile_far_beyond_the_limit(data, limits):
+    before = data.iloc[:3000]
+    after = data.iloc[3000:6000].assign(fare=lambda f: f.fare * 10 + 40)
+    rows, measured = D.quantile_rows(stats(after), stats(before), limits, span=2, split="train")
+    assert [(r["feature"], r["kind"]) for r in rows] == [("fare", D.QUANTILE_SHIFT_HIGH)]
+    fare = next(m for m in measured if m["feature"] == "fare")
+    assert fare["value"] > 1.3 * limits.quantile_shift["fare"]
+
+
+def test_outliers_do_not_move_the_deciles(data, limits):
+    before = data.iloc[:3000]
+    after = data.iloc[:3000].copy()
+    after.loc[after.index[:100], "fare"] = 9000.0  # 3% of the rows become absurd fares
+    assert D.quantile_shift(stats(after), stats(before), "fare") < 0.2 * limits.quantile_shift["fare"]
+
+
+def test_every_limit_sits_above_the_natural_variation_of_the_bundled_data():
+    """The calibration measured now, on the bundled data, against the limits in force (and the
+    measurements recorded beside them are what it measures)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibrate_drift", ROOT / "scripts" / "calibrate_drift.py")
+    calibrate_drift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate_drift)
+    measured = calibrate_drift.measure(str(DATA_CSV), str(SCHEMA_PATH), 3000)
+    with open(D.limits_path(str(SCHEMA_PATH))) as f:
+        config = json.load(f)
+    assert calibrate_drift.violations(measured, config, calibrate_drift._schema_comparator_limits(str(SCHEMA_PATH))) == []
+    assert config["calibration"]["natural_variation_max"] == measured
+
+
+def test_the_label_rate_out_of_range_moved_or_too_thin_is_named(limits):
+    counts = {"train": (2, 2000), "eval": (1, 1000)}
+    rows = D.label_rows(counts, {"train": 0.23, "eval": 0.24}, limits, "big_tipper", span=3)
+    kinds = {(r["split"], r["kind"]) for r in rows}
+    assert kinds == {
+        ("train", D.LABEL_RATE_OUT_OF_RANGE),
+        ("train", D.LABEL_RATE_CHANGE_HIGH),
+        ("eval", D.LABEL_RATE_OUT_OF_RANGE),
+        ("eval", D.LABEL_RATE_CHANGE_HIGH),
+        ("eval", D.TOO_FEW_EXAMPLES_PER_CLASS),
+    }
+    assert all(r["feature"] == "big_tipper" and r["span"] == 3 for r in rows)
+    assert D.label_rows({"train": (460, 2000), "eval": (240, 1000)}, {"train": 0.23, "eval": 0.24}, limits, "big_tipper") == []
+
+
+def test_files_with_a_bom_delivered_twice_or_full_of_repeats_are_named(tmp_path, limits):
+    header = b"a,b\n"
+    rows = [f"{i},{i * 2}\n".encode() for i in range(100)]
+    (tmp_path / "one.csv").write_bytes(D.BOM + header + b"".join(rows))
+    (tmp_path / "two.csv").write_bytes(D.BOM + header + b"".join(rows))
+    (tmp_path / "three.csv").write_bytes(header + b"".join(rows[:60]))
+    found = D.file_rows(sorted(str(p) for p in tmp_path.iterdir()), limits, span=1)
+    kinds = [(r["kind"], r["description"].split(" ")[0]) for r in found]
+    assert kinds == [
+        (D.FILE_HAS_BOM, "one.csv"),
+        (D.FILE_HAS_BOM, "two.csv"),
+        (D.DUPLICATE_FILE, "two.csv"),
+        (D.DUPLICATE_ROWS, "60"),
+    ]
+    assert "60 of 160 rows (37.5%)" in found[-1]["description"]
+    assert D.file_rows([str(tmp_path / "three.csv")], limits) == []
+
+
+def test_the_limits_config_beside_the_schema_is_validated(tmp_path):
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text("")
+    (tmp_path / "limits.json").write_text(json.dumps({"quantile_shift": {}, "label": {"rate_min": 0.1}}))
+    with pytest.raises(KeyError):
+        D.read_limits_text(str(schema))
+    assert ROOT.joinpath("schemas", "limits.json").is_file()
