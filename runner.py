@@ -24,17 +24,19 @@ Examples:
 from __future__ import annotations
 
 import os
+import sys
 
 # TFX 1.16's Keras code paths (Trainer, TFMA) need Keras 2; TF 2.16's tf.keras is Keras 3.
 # This must be set before TensorFlow is imported anywhere in the process.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3 hides TensorFlow's C++ start-up lines (the "Unable to register cuDNN factory" noise) on
+# every command; --verbose shows them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if "--verbose" in sys.argv else "3")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
@@ -124,6 +126,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"no pushed model under {args.model_dir} (run the pipeline first)")
     if args.version is not None and args.version not in model_store.list_versions(args.model_dir):
         raise UserError(f"--version {args.version}: no such version under {args.model_dir}")
+    from serving.logs import JsonFormatter
+
+    # One JSON object per line on stderr (timestamp, severity, request id, model version,
+    # latency, status): what Cloud Logging and log shippers read as they are.
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
     logging.getLogger("serving").setLevel(logging.INFO)
     cfg = ServerConfig(
         model_dir=args.model_dir,
@@ -422,10 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # dependency deprecation notices
         for noisy in ("apache_beam", "tensorflow", "absl"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Light modules only: a usage error or a query does not wait for TensorFlow to import.
     from ops.store import MetadataError
-    from pipeline.configs import ConfigError
-    from pipeline.validation import DataValidationError
-    from runners.local import RunFailed, StoreBusy
+    from pipeline.errors import ConfigError, DataValidationError
+    from runners.errors import RunFailed, StoreBusy
 
     try:
         return args.func(args)

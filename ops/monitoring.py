@@ -100,8 +100,8 @@ def check_skew(md: Metadata, data_path: str, schema_path: str, model_ref: str | 
     model = md.model_of(md.resolve(model_ref) if model_ref else pushed[0])
     stats_artifact, span = training_statistics(md, model)
     training = V.load_statistics(os.path.join(stats_artifact.uri, "Split-train"))
-    serving = serving_statistics(data_path)
     schema = V.load_schema(schema_path)
+    serving = V.restrict_to_environment(serving_statistics(data_path), schema, "SERVING")
     rows = V.validate(serving, schema, environment="SERVING")
     skew_rows, measured = V.compare(serving, training, schema, kind="skew", environment="SERVING")
     rows += skew_rows

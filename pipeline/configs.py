@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from modules.hparams import HParams
+from pipeline.errors import ConfigError
 
 # The MLMD context runs share (cache, baselines, `runs`), unless a run names another.
 PIPELINE_NAME = "taxi-big-tipper"
@@ -63,10 +64,6 @@ def beam_args_for(mode: str, input_bytes: int) -> tuple[str, ...]:
         mode = "multi_processing" if input_bytes >= MULTI_PROCESSING_FROM_BYTES else "in_memory"
     _require(mode in BEAM_MODES, "beam_mode", f"must be auto or one of {sorted(BEAM_MODES)}, got {mode!r}")
     return BEAM_MODES[mode]
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid. The message names the field."""
 
 
 def _require(ok: bool, field: str, problem: str) -> None:

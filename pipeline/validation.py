@@ -20,6 +20,8 @@ import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from pipeline.errors import DataValidationError, format_rows  # noqa: F401 - re-exported
+
 # Reasons that compare two datasets; everything else is the data against the schema.
 DRIFT_KINDS = (
     "COMPARATOR_L_INFTY_HIGH",
@@ -29,22 +31,7 @@ DRIFT_KINDS = (
     "LABEL_RATE_CHANGE_HIGH",
 )
 DATASET = "(dataset)"
-_SPEC = re.compile(r"^(\*|[A-Za-z0-9_.\-]+)(:[A-Z0-9_]+)?$")
-
-
-class DataValidationError(RuntimeError):
-    """The data has anomalies nobody accepted; `rows` lists them."""
-
-    def __init__(self, rows: Sequence[dict], accepted: Sequence[dict] = ()):
-        self.rows = list(rows)
-        self.accepted = list(accepted)
-        super().__init__(
-            f"data validation failed: {len(self.rows)} anomal{'y' if len(self.rows) == 1 else 'ies'}; "
-            "nothing was trained or pushed.\n"
-            + format_rows(self.rows)
-            + "\nFix the data (or the schema, if the change is expected), or accept these anomalies "
-            "deliberately with --accept-anomalies FEATURE[:KIND]."
-        )
+_SPEC = re.compile(r"^(\*|[A-Za-z0-9_.\-()]+)(:[A-Z0-9_]+)?$")
 
 
 # Artifact URIs are not file paths (gs:// on Vertex): every read goes through tf.io.gfile.
@@ -109,6 +96,20 @@ def empty_data_rows(stats: statistics_pb2.DatasetFeatureStatisticsList, **tags) 
     if num_examples(stats):
         return []
     return [{**tags, "feature": DATASET, "kind": "EMPTY_DATA", "description": "no rows"}]
+
+
+def restrict_to_environment(stats, schema, environment: str):
+    """The statistics without the features the schema says are absent in `environment` (at
+    SERVING: the label's source, the split key). Serving data may or may not carry them; either
+    way they say nothing about skew."""
+    absent = {f.name for f in schema.feature if environment in f.not_in_environment}
+    out = statistics_pb2.DatasetFeatureStatisticsList()
+    out.CopyFrom(stats)
+    for dataset in out.datasets:
+        kept = [f for f in dataset.features if ".".join(f.path.step) not in absent]
+        del dataset.features[:]
+        dataset.features.extend(kept)
+    return out
 
 
 def validate(stats, schema, environment: str | None = None, **tags) -> list[dict]:
@@ -209,13 +210,3 @@ def split_accepted(rows: Sequence[dict], accept: Sequence[str]) -> tuple[list[di
     """(rows nobody accepted, accepted rows)."""
     rejected = [r for r in rows if not is_accepted(r, accept)]
     return rejected, [r for r in rows if is_accepted(r, accept)]
-
-
-def format_rows(rows: Sequence[dict]) -> str:
-    """A plain table: span, split, feature, kind, description."""
-    if not rows:
-        return "no anomalies"
-    cols = [c for c in ("span", "split", "feature", "kind", "description") if any(c in r for r in rows)]
-    table = [cols] + [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(cols) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths)) + "  " + line[-1] for line in table)

@@ -18,17 +18,10 @@ from ops import store as mlmd_store
 from ops.evaluation import overall_metrics
 from pipeline import configs
 from pipeline import pipeline as P
-from pipeline.validation import DataValidationError
+from pipeline.errors import DataValidationError
+from runners.errors import RunFailed, StoreBusy
 
 logger = logging.getLogger(__name__)
-
-
-class RunFailed(RuntimeError):
-    """A component failed; the message names it and the cause. Nothing after it ran."""
-
-
-class StoreBusy(RuntimeError):
-    """Another local run holds the metadata store."""
 
 
 @contextlib.contextmanager

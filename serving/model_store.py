@@ -123,8 +123,16 @@ def validate_instances(payload: Any, input_dtypes: dict[str, tf.DType], max_inst
                 ok = isinstance(value, int) and not isinstance(value, bool)
             if not ok:
                 kind = "string" if dtype == tf.string else "number" if dtype.is_floating else "integer"
-                raise RequestError(f"instance {i}: feature {name!r} must be a {kind} or null, got {value!r}")
+                raise RequestError(f"instance {i}: feature {name!r} must be a {kind} or null, got {_shown(value)}")
+            if dtype != tf.string and not dtype.min <= value <= dtype.max:
+                # Outside the tensor type: it would fail the whole batched model call.
+                raise RequestError(f"instance {i}: feature {name!r} is out of the {dtype.name} range: {_shown(value)}")
     return instances
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class ModelStore:

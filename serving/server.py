@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -87,10 +88,22 @@ class Batcher:
                 model = self.store.current
                 flat = [inst for instances, _ in batch for inst in instances]
                 predictions = await loop.run_in_executor(self.executor, model.predict, flat)
-            except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+            except NoModelError as e:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(e)
+                continue
+            except Exception:  # noqa: BLE001 - one request's problem must not fail the others
+                logger.warning("a batched model call failed; answering its %d requests one by one", len(batch))
+                for instances, future in batch:
+                    try:
+                        alone = await loop.run_in_executor(self.executor, model.predict, instances)
+                    except Exception as e:  # noqa: BLE001 - this request's own error, to its own client
+                        if not future.done():
+                            future.set_exception(e)
+                    else:
+                        if not future.done():
+                            future.set_result((alone, model.version))
                 continue
             start = 0
             for instances, future in batch:
@@ -128,6 +141,8 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             payload = json.loads(await request.read())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             return _error(400, f"malformed JSON: {e}")
+        except RecursionError:
+            return _error(400, "malformed JSON: nested too deeply")
         try:
             instances = validate_instances(payload, model.input_dtypes, cfg.max_instances)
         except RequestError as e:
@@ -137,7 +152,13 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             request_log.write(json.dumps({"instances": payload["instances"]}) + "\n")
             request_log.flush()
         run = app["batcher"].predict if cfg.batching else predict_direct
-        predictions, version = await run(instances)
+        try:
+            predictions, version = await run(instances)
+        except NoModelError as e:
+            return _error(503, str(e))
+        except Exception as e:  # noqa: BLE001 - this request alone failed in the model; say why
+            logger.exception("prediction failed")
+            return _error(500, f"prediction failed: {type(e).__name__}: {e}")
         request["model_version"] = version
         return web.json_response({"predictions": predictions, "model_version": str(version)})
 
@@ -221,8 +242,13 @@ async def _access_log_middleware(request: web.Request, handler) -> web.StreamRes
     except web.HTTPException as e:
         status = e.status
         raise
+    except Exception as e:  # noqa: BLE001 - a JSON error, never a plain-text 500
+        logger.exception("unhandled error")
+        status = 500
+        return _error(500, f"internal error: {type(e).__name__}")
     finally:
         entry: dict[str, Any] = {
+            "request_id": request.headers.get("X-Request-Id") or uuid.uuid4().hex,
             "method": request.method,
             "path": request.path,
             "status": status,
@@ -231,7 +257,7 @@ async def _access_log_middleware(request: web.Request, handler) -> web.StreamRes
         for key in ("instances", "model_version"):
             if key in request:
                 entry[key] = request[key]
-        access_log.info(json.dumps(entry))
+        access_log.info("%s %s %s", request.method, request.path, status, extra={"fields": entry})
 
 
 def serve(cfg: ServerConfig) -> None:

@@ -73,9 +73,14 @@ def test_schema_anomalies_of_bad_data(schema, tmp_path):
     assert ("fare", "UNEXPECTED_DATA_TYPE") in {
         (r["feature"], r["kind"]) for r in V.validate(csv_stats(text, tmp_path / "text.csv"), schema)
     }
-    # The label's source is not expected at serving time.
-    serving = V.validate(csv_stats(sample.iloc[:100], tmp_path / "serving.csv"), schema, environment="SERVING")
-    assert ("tips", "SCHEMA_NEW_COLUMN") in {(r["feature"], r["kind"]) for r in serving}
+    # At serving time, the label's source and the split key may come or not: they are left out.
+    with_both = csv_stats(sample.iloc[:1000], tmp_path / "serving.csv")
+    assert ("tips", "SCHEMA_NEW_COLUMN") in {
+        (r["feature"], r["kind"]) for r in V.validate(with_both, schema, environment="SERVING")
+    }
+    assert V.validate(V.restrict_to_environment(with_both, schema, "SERVING"), schema, environment="SERVING") == []
+    without = csv_stats(sample.iloc[:1000].drop(columns=["tips", "trip_start_timestamp"]), tmp_path / "requests.csv")
+    assert V.validate(V.restrict_to_environment(without, schema, "SERVING"), schema, environment="SERVING") == []
 
 
 def test_empty_data_is_an_anomaly(schema, data):
@@ -90,6 +95,15 @@ def test_accept_specs_match(spec):
     rejected, accepted = V.split_accepted([row, other], V.parse_accept([spec]))
     assert accepted[0] == row
     assert rejected == ([] if spec == "*" else [other])
+
+
+def test_file_and_dataset_rows_can_be_accepted_by_name():
+    rows = [
+        {"feature": "(file)", "kind": "DUPLICATE_ROWS", "description": "x"},
+        {"feature": "(dataset)", "kind": "EMPTY_DATA", "description": "y"},
+    ]
+    rejected, accepted = V.split_accepted(rows, V.parse_accept(["(file):DUPLICATE_ROWS"]))
+    assert accepted == rows[:1] and rejected == rows[1:]
 
 
 @pytest.mark.parametrize("bad", ["payment type", "fare:lowercase", ":KIND", "a:B:C"])

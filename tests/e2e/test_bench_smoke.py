@@ -40,8 +40,10 @@ def test_smoke_benchmark_runs_and_reports_cache_behaviour(tmp_path):
     assert "## Re-runs (ours)" in report and "| unchanged |" in report and "| trainer |" in report
 
 
-def test_transform_bench_reruns_the_runs_transform_in_both_modes(s1_first, tmp_path):
-    shutil.copy(s1_first.store, tmp_path / "metadata.sqlite")  # the store as the first run left it
+@pytest.mark.xdist_group("full")
+def test_transform_bench_reruns_the_runs_transform_in_both_modes(full_data_run, tmp_path):
+    cfg, _ = full_data_run
+    shutil.copy(cfg.metadata_uri, tmp_path / "metadata.sqlite")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "transform_bench.py"), "--run-output", str(tmp_path), "--repeat", "1"],
         capture_output=True,

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
-from helpers import changed_records, snapshot, span_rows
+from helpers import DATA_CSV, changed_records, snapshot, span_rows
 from modules.trainer import TRAINING_RECORD
 from ops import report as html_report
 from ops.queries import Metadata, RunInfo, prop
@@ -19,7 +19,8 @@ from pipeline import gate, lineage
 from pipeline import pipeline as P
 from serving.model_store import ModelStore
 
-pytestmark = pytest.mark.e2e
+# The story of pipeline runs is built once, in one worker: its tests go there.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("story")]
 
 AFTER_GATE = {P.TRANSFORM, P.TRAINER, P.EVALUATOR, P.PUSHER}
 
@@ -79,19 +80,6 @@ def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(s
     assert s3_span2.summary["blessed"] and version_of(s3_span2.summary) != version_of(s1_first.summary)
 
 
-def test_a_worse_candidate_is_not_blessed_or_pushed(s3_span2, s4_weaker):
-    summary = s4_weaker.summary
-    assert summary["status"] == "complete"
-    assert summary["blessed"] is False and summary["pushed_model"] is None
-    pushed = s4_weaker.metadata().latest_run().output(P.PUSHER, "pushed_model")
-    assert pushed is None or not prop(pushed, "pushed")
-    assert not any(changed_records(s4_weaker.before, snapshot(s4_weaker.cfg.replace(metadata_uri=s4_weaker.store))).values())
-    assert (
-        lineage.pushed_models(s4_weaker.metadata().store, s4_weaker.cfg.pipeline_name)[0].uri
-        == s3_span2.metadata().latest_run().output(P.PUSHER, "pushed_model").uri
-    )
-
-
 # --- The gate --------------------------------------------------------------------------------
 
 
@@ -119,13 +107,19 @@ def test_a_shifted_fare_is_rejected_naming_fare_and_the_label(s5_fare_shift):
 
 
 def test_what_is_wrong_with_the_files_is_named_before_tfdv_speaks(s5_bad_files):
-    assert_rejected_and_intact(
-        s5_bad_files, {("(file)", "FILE_HAS_BOM"), ("(file)", "DUPLICATE_FILE"), ("(file)", "DUPLICATE_ROWS")}
-    )
-    rows = s5_bad_files.rejected.rows
-    assert [r["kind"] for r in rows[:4]] == ["FILE_HAS_BOM", "FILE_HAS_BOM", "DUPLICATE_FILE", "DUPLICATE_ROWS"]
-    assert "taxi_copy.csv has the same content as taxi.csv" in str(s5_bad_files.rejected)
-    assert "1200 of 3000 rows (40.0%) repeat an earlier row" in str(s5_bad_files.rejected)
+    """Through the CLI: exit 3, nothing on stdout, and the table on stderr names the files'
+    problems first, one line each."""
+    step = s5_bad_files
+    assert step.extra["exit_code"] == 3 and step.extra["stdout"] == ""
+    table = step.extra["stderr"].split("error: data validation failed:", 1)[1].splitlines()
+    assert "nothing was trained or pushed" in table[0]
+    kinds = [line.split()[3] for line in table[2:6]]
+    assert kinds == ["FILE_HAS_BOM", "FILE_HAS_BOM", "DUPLICATE_FILE", "DUPLICATE_ROWS"]
+    assert "taxi_copy.csv has the same content as taxi.csv" in table[4]
+    assert "1200 of 3000 rows (40.0%) repeat an earlier row" in table[5]
+    latest = step.metadata().latest_run()
+    assert latest.status == "failed" and not AFTER_GATE & set(latest.components)
+    assert not any(changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))).values())
 
 
 def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, s6_removed):
@@ -207,6 +201,18 @@ def test_accepted_anomalies_let_the_run_train_and_are_on_record(s10_accepted):
     assert not any(
         changed_records(s10_accepted.before, snapshot(s10_accepted.cfg.replace(metadata_uri=s10_accepted.store))).values()
     )
+
+
+def test_a_worse_candidate_is_not_blessed_or_pushed(s9_span3, s10_accepted):
+    """The accepted span's model trained one step from scratch: far worse than the served
+    model, so it is neither blessed nor pushed, and what is served stays as it was."""
+    assert s10_accepted.summary["blessed"] is False and s10_accepted.summary["pushed_model"] is None
+    md = s10_accepted.metadata()
+    pushed = md.latest_run().output(P.PUSHER, "pushed_model")
+    assert pushed is None or not prop(pushed, "pushed")
+    served_before = lineage.pushed_models(s9_span3.metadata().store, s9_span3.cfg.pipeline_name)[0]
+    assert lineage.pushed_models(md.store, s10_accepted.cfg.pipeline_name)[0].id == served_before.id
+    assert snapshot(s10_accepted.cfg)["served"] == s10_accepted.before["served"]
 
 
 # --- Operations on the store after span 2 -----------------------------------------------------
@@ -294,6 +300,10 @@ def test_validate_reports_skew_per_feature(s3_span2, cli, tmp_path):
     line = next(line for line in out.splitlines() if line.startswith("company"))
     assert "L_infinity" in line and "HIGH" in line
     assert "NOT OK" in out
+
+    # The bundled CSV as it is (label source and split key included) is clean data too.
+    code, out, err = cli("validate", "--metadata", s3_span2.store, "--data", str(DATA_CSV))
+    assert code == 0, out + err
 
     code, _, err = cli("validate", "--metadata", s3_span2.store, "--data", str(tmp_path / "nothing-here"))
     assert code == 2 and "no .csv or .jsonl files" in err

@@ -17,7 +17,8 @@ from pipeline import configs, lineage
 from pipeline import pipeline as P
 from runners import local
 
-pytestmark = pytest.mark.e2e
+# The story of pipeline runs is built once, in one worker: its tests go there.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("story")]
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_compare_defaults_to_serving_model_and_predecessor(history, cli, cli_jso
     assert "payment_type=Credit Card" in result["a"]["metrics"]
     # A trained on the window {span 2, span 1} with another learning rate, warm-started from B.
     assert result["differences"]["hparams.learning_rate"] == [0.001, 0.002]
-    assert "transform.examples" in result["differences"]
+    assert "trainer.examples" in result["differences"] and "trainer.transform_graph" in result["differences"]
     assert result["differences"]["trainer.base_model"] == [result["b"]["model_id"], None]
     code, text, _ = cli("compare", "--metadata", uri)
     assert code == 0 and "hparams.learning_rate" in text and "payment_type=Credit Card" in text

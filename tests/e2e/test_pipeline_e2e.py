@@ -19,7 +19,8 @@ from modules.trainer import TRAINING_RECORD
 from pipeline import lineage
 from pipeline import pipeline as P
 
-pytestmark = pytest.mark.e2e
+# The story of pipeline runs is built once, in one worker: its tests go there.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("story")]
 
 ALL_COMPONENTS = {
     P.EXAMPLE_GEN,
@@ -49,7 +50,8 @@ def test_first_run_runs_every_component_blesses_and_pushes_version_one(s1_first)
     assert summary["metrics"]["auc"] >= 0.85
     assert 700 < summary["metrics"]["example_count"] < 1300  # the eval third of 3,000 rows
     assert os.path.dirname(summary["pushed_model"]) == s1_first.cfg.serving_model_dir
-    assert lineage.serving_versions(s1_first.cfg.serving_model_dir) == [int(os.path.basename(summary["pushed_model"]))]
+    [pushed] = lineage.pushed_models(s1_first.metadata().store, s1_first.cfg.pipeline_name)
+    assert lineage.pushed_version(pushed) == os.path.basename(summary["pushed_model"])
 
 
 def test_served_model_answers_both_signatures_alike_on_unseen_rows(s1_first):
@@ -107,6 +109,7 @@ def test_unchanged_rerun_is_all_cache_hits_and_pushes_nothing_new(s1_first, s2_r
 
 
 @pytest.mark.quality
+@pytest.mark.xdist_group("full")
 def test_full_data_model_meets_the_quality_bar(full_data_run):
     """The default configuration on all 15,002 rows: the bar from the foundation issue."""
     _, summary = full_data_run

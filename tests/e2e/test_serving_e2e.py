@@ -27,7 +27,8 @@ from modules import features as F
 from serving import batch
 from serving.model_store import LoadedModel
 
-pytestmark = pytest.mark.e2e
+# The story of pipeline runs is built once, in one worker: its tests go there.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("story")]
 
 
 def instances(rows: list[dict]) -> list[dict]:
@@ -137,6 +138,18 @@ BAD = [
     ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=3.5)]}, "feature 'trip_start_hour' must be a integer"),
     ({"instances": [dict(instances(ROWS[:1])[0], payment_type=1)]}, "feature 'payment_type' must be a string"),
     ({"instances": instances(ROWS[:1]) * 1001}, "too many instances: 1001"),
+    # Values that pass a type check but not the tensor: alone in a batch, they failed it.
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=2**70)]}, "'trip_start_hour' is out of the int64 range"),
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=2**63)]}, "'trip_start_hour' is out of the int64 range"),
+    ({"instances": [dict(instances(ROWS[:1])[0], pickup_census_tract=-(2**70))]}, "out of the int64 range"),
+    ({"instances": [dict(instances(ROWS[:1])[0], fare=1e39)]}, "'fare' is out of the float32 range"),
+    (
+        '{"instances": [' + json.dumps(dict(instances(ROWS[:1])[0], fare=None)).replace("null", "NaN") + "]}",
+        "'fare' must be a number",
+    ),
+    ("[" * 100_000, "nested too deeply"),
+    ('{"instances": [{"fare": 1', "malformed JSON"),
+    ("", "malformed JSON"),
 ]
 
 
@@ -164,6 +177,15 @@ def test_bad_requests_get_400_with_reason_while_good_ones_succeed(server, two_ve
             assert status == 400, payload
             assert detail in payload["error"]
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    # The access log: one JSON object per request, as a log shipper reads it.
+    server.log.flush()
+    access = [json.loads(line) for line in open(server.log.name) if '"logger": "serving.access"' in line]
+    predicts = [e for e in access if e["path"].endswith(":predict")]
+    assert len(predicts) >= len(jobs)
+    assert {e["status"] for e in predicts} == {200, 400}
+    ok = next(e for e in predicts if e["status"] == 200)
+    assert {"time", "severity", "request_id", "model_version", "latency_ms", "instances"} <= set(ok)
+    assert len({e["request_id"] for e in predicts}) == len(predicts)
 
 
 def test_a_newly_pushed_version_is_picked_up_without_failing_requests(server, two_versions):
@@ -206,6 +228,23 @@ def test_a_pinned_version_ignores_new_pushes(two_versions):
         np.testing.assert_allclose(response["predictions"], expected(old, insts), rtol=1e-5, atol=1e-6)
     finally:
         srv.stop()
+
+
+def test_the_servers_own_request_log_passes_the_skew_check(s3_span2, tmp_path, cli):
+    """Monitoring is quiet on clean traffic: the request log `serve --request-log` writes,
+    checked by `validate` against the served model's training data."""
+    log = tmp_path / "requests.jsonl"
+    srv = Server(s3_span2.summary["pushed_model"].rsplit("/", 1)[0], free_port(), "--request-log", str(log))
+    try:
+        rows = instances(read_rows(1500, start=UNSEEN_START))
+        for start in range(0, len(rows), 100):
+            assert srv.predict({"instances": rows[start : start + 100]}).status_code == 200
+    finally:
+        srv.stop()
+    assert sum(1 for _ in open(log)) == 15
+    code, out, err = cli("validate", "--metadata", s3_span2.store, "--data", str(log))
+    assert code == 0, out + err
+    assert "ok: no anomalies" in out
 
 
 def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_versions, tmp_path):
