@@ -23,7 +23,6 @@ from pipeline.data_checks import read_limits_text
 IMAGE_WORKDIR = "/pipeline"
 # The curated schema (and limits.json beside it) in the checkout the image is built from.
 LOCAL_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas", "schema.pbtxt")
-DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 _REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")  # us-central1, europe-west4, northamerica-northeast1
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -55,7 +54,9 @@ class VertexConfig:
     training_accelerator_count: int = 0
     # Pusher: a Vertex AI endpoint when endpoint_name is set, else the GCS serving_model_dir.
     endpoint_name: str | None = None
-    serving_image: str = DEFAULT_SERVING_IMAGE
+    # This project's server as a Vertex custom container (the Dockerfile's `serving` target):
+    # the endpoint speaks the same contract as `runner.py serve` (serving/vertex.py).
+    serving_image: str | None = None
     serving_machine_type: str = "n1-standard-2"
     serving_min_replicas: int = 1
     serving_max_replicas: int = 2
@@ -102,6 +103,12 @@ class VertexConfig:
             "set training_accelerator_type and a positive training_accelerator_count together",
         )
         _require(0 <= self.traffic_percentage <= 100, "vertex.traffic_percentage", "must be in [0, 100]")
+        if self.endpoint_name:
+            _require(
+                bool(self.serving_image) and "/" in str(self.serving_image),
+                "vertex.serving_image",
+                "is required with endpoint_name: the image built from the Dockerfile's `serving` target",
+            )
         _require(
             0 < self.serving_min_replicas <= self.serving_max_replicas,
             "vertex.serving_max_replicas",
@@ -182,7 +189,7 @@ class VertexConfig:
                 project=self.project,
                 region=self.region,
                 endpoint_name=self.endpoint_name,
-                serving_image=self.serving_image,
+                serving_image=str(self.serving_image),
                 machine_type=self.serving_machine_type,
                 min_replicas=self.serving_min_replicas,
                 max_replicas=self.serving_max_replicas,

@@ -42,6 +42,9 @@ def _parse_value(name: str, text: str, dtype: tf.DType):
         raise ValueError(f"{name}: not a number: {text!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{name}: not a finite number: {text!r}")
+    if not dtype.min <= value <= dtype.max:
+        # Outside the tensor type, it would fail the whole batch's model call.
+        raise ValueError(f"{name}: out of the {dtype.name} range: {text!r}")
     if dtype.is_integer:
         if value != int(value):
             raise ValueError(f"{name}: not an integer: {text!r}")

@@ -88,6 +88,38 @@ class LoadedModel:
         return self.predict_columns(self.columns(instances)).tolist()
 
 
+def request_instances(payload: Any) -> tuple[Any, str]:
+    """A TF Serving predict body in either format -> ({"instances": rows}, response key).
+
+    Row format: {"instances": [{feature: value}, ...]} answers {"predictions": [...]}.
+    Columnar format: {"inputs": {feature: [values]}} (or {"inputs": [rows]}) answers
+    {"outputs": [...]}, as TF Serving does. `signature_name`, if given, must be the signature
+    this server serves (SERVING_RAW_SIGNATURE): `serving_default` takes serialized tf.Examples.
+    """
+    if not isinstance(payload, dict):
+        raise RequestError('body must be a JSON object with an "instances" list')
+    signature = payload.get("signature_name")
+    if signature not in (None, "", SERVING_RAW_SIGNATURE):
+        raise RequestError(
+            f"signature_name {signature!r}: this server serves {SERVING_RAW_SIGNATURE!r} (raw features as JSON); "
+            "'serving_default' takes serialized tf.Examples (batch prediction, or TF Serving)"
+        )
+    if "inputs" not in payload:
+        return payload, "predictions"
+    if "instances" in payload:
+        raise RequestError('send "instances" (row format) or "inputs" (columnar format), not both')
+    inputs = payload["inputs"]
+    if isinstance(inputs, list):
+        return {"instances": inputs}, "outputs"
+    if not isinstance(inputs, dict) or not inputs:
+        raise RequestError('"inputs" must be an object of feature -> list of values, or a list of rows')
+    lengths = {name: len(values) if isinstance(values, list) else -1 for name, values in inputs.items()}
+    if min(lengths.values()) < 0 or len(set(lengths.values())) != 1:
+        raise RequestError(f'"inputs": every feature needs a list of the same length, got {lengths}')
+    names = list(inputs)
+    return {"instances": [dict(zip(names, row)) for row in zip(*(inputs[n] for n in names))]}, "outputs"
+
+
 def validate_instances(payload: Any, input_dtypes: dict[str, tf.DType], max_instances: int) -> list[dict[str, Any]]:
     """Checks a TF Serving / Vertex AI predict body; returns its instances.
 
@@ -145,9 +177,12 @@ class ModelStore:
     # A version that fails to load this many times (a broken push) is skipped.
     MAX_LOAD_ATTEMPTS = 3
 
-    def __init__(self, base_dir: str, pinned_version: int | None = None):
+    def __init__(self, base_dir: str, pinned_version: int | None = None, single_version: int | None = None):
+        """`base_dir` holds numbered versions (a Pusher's directory); with `single_version`, it is
+        one SavedModel itself (Vertex's AIP_STORAGE_URI), served as that version."""
         self.base_dir = base_dir
         self.pinned_version = pinned_version
+        self.single_version = single_version
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()
         self._failures: dict[int, int] = {}
@@ -165,7 +200,10 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Loads the wanted version if it is not the one served; True when it swapped."""
-        versions = list_versions(self.base_dir)
+        if self.single_version is not None:
+            versions = [self.single_version] if tf.io.gfile.exists(os.path.join(self.base_dir, "saved_model.pb")) else []
+        else:
+            versions = list_versions(self.base_dir)
         if self.pinned_version is not None:
             wanted = self.pinned_version if self.pinned_version in versions else None
         else:
@@ -173,7 +211,8 @@ class ModelStore:
         if wanted is None or (self._current is not None and self._current.version == wanted):
             return False
         try:
-            model = LoadedModel.load(os.path.join(self.base_dir, str(wanted)), wanted)
+            path = self.base_dir if self.single_version is not None else os.path.join(self.base_dir, str(wanted))
+            model = LoadedModel.load(path, wanted)
         except Exception as e:  # noqa: BLE001 - a half-copied or broken push must not stop serving
             self._failures[wanted] = self._failures.get(wanted, 0) + 1
             logger.warning("cannot load model version %s (attempt %d): %s", wanted, self._failures[wanted], e)

@@ -1,9 +1,11 @@
 """Online predictions over HTTP, in TF Serving's and Vertex AI's REST format.
 
-  POST /v1/models/<name>:predict   {"instances": [{feature: value, ...}]} -> {"predictions": [p]}
-  POST /predict                    the same body (Vertex AI custom-container style)
-  GET  /v1/models/<name>           version status (TF Serving)
-  GET  /v1/models/<name>/metadata  the inputs the model takes and their types
+  POST /v1/models/<name>[/versions/<v>]:predict
+        {"instances": [{feature: value, ...}]} -> {"predictions": [p]}   (row format)
+        {"inputs": {feature: [values]}}       -> {"outputs": [p]}       (columnar format)
+  POST /predict, or AIP_PREDICT_ROUTE       the same bodies (Vertex AI custom container)
+  GET  /v1/models/<name>                    version status (TF Serving)
+  GET  /v1/models/<name>[/versions/<v>]/metadata   the signature, as TF Serving describes it
   GET  /healthz                    the process is up
   GET  /readyz                     a model is loaded (503 until then)
 
@@ -26,7 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from serving.model_store import LoadedModel, ModelStore, NoModelError, RequestError, validate_instances
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from serving.model_store import LoadedModel, ModelStore, NoModelError, RequestError, request_instances, validate_instances
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("serving.access")
@@ -47,6 +50,11 @@ class ServerConfig:
     # Append each valid request's instances here as a JSON line ({"instances": [...]}), the
     # input `runner.py validate --data` checks for training/serving skew.
     request_log: str | None = None
+    # Vertex AI's custom-container conventions (serving/vertex.py): model_dir is one SavedModel
+    # served as this version, and the routes Vertex forwards to.
+    single_model_version: int | None = None
+    predict_route: str | None = None
+    health_route: str | None = None
 
 
 class Batcher:
@@ -118,7 +126,7 @@ def _error(status: int, message: str) -> web.Response:
 
 def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.Application:
     """The aiohttp application. `model_store` defaults to the newest version under cfg.model_dir."""
-    store = model_store if model_store is not None else ModelStore(cfg.model_dir, cfg.pinned_version)
+    store = model_store if model_store is not None else ModelStore(cfg.model_dir, cfg.pinned_version, cfg.single_model_version)
     # TF releases the GIL in its kernels; one thread keeps model calls in order and batched.
     executor = ThreadPoolExecutor(max_workers=1 if cfg.batching else 2, thread_name_prefix="model")
     app = web.Application(middlewares=[_access_log_middleware], client_max_size=32 * 1024 * 1024)
@@ -137,6 +145,9 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             model = store.current
         except NoModelError as e:
             return _error(503, str(e))
+        wrong_version = _wrong_version(request, model)
+        if wrong_version:
+            return wrong_version
         try:
             payload = json.loads(await request.read())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -144,6 +155,7 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
         except RecursionError:
             return _error(400, "malformed JSON: nested too deeply")
         try:
+            payload, answer_key = request_instances(payload)
             instances = validate_instances(payload, model.input_dtypes, cfg.max_instances)
         except RequestError as e:
             return _error(400, str(e))
@@ -160,7 +172,7 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             logger.exception("prediction failed")
             return _error(500, f"prediction failed: {type(e).__name__}: {e}")
         request["model_version"] = version
-        return web.json_response({"predictions": predictions, "model_version": str(version)})
+        return web.json_response({answer_key: predictions, "model_version": str(version)})
 
     async def status(request: web.Request) -> web.Response:
         if request.match_info["model"] != cfg.model_name:
@@ -180,14 +192,18 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
         )
 
     async def metadata(request: web.Request) -> web.Response:
+        if request.match_info["model"] != cfg.model_name:
+            return _error(404, f"no model named {request.match_info['model']!r}")
         if not store.ready:
             return _error(503, "no model loaded")
         model = store.current
-        inputs = {k: {"dtype": v.name, "missing": "null"} for k, v in model.input_dtypes.items()}
+        wrong_version = _wrong_version(request, model)
+        if wrong_version:
+            return wrong_version
         return web.json_response(
             {
-                "model_spec": {"name": cfg.model_name, "version": str(model.version)},
-                "metadata": {"signature_def": {"inputs": inputs, "outputs": {"predictions": {"dtype": "float32"}}}},
+                "model_spec": {"name": cfg.model_name, "signature_name": "", "version": str(model.version)},
+                "metadata": {"signature_def": {"signature_def": {SERVING_RAW_SIGNATURE: _signature_def(model)}}},
             }
         )
 
@@ -223,11 +239,17 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/models/{model:[^/:]+}:predict", predict)
+    app.router.add_post("/v1/models/{model:[^/:]+}/versions/{version:[0-9]+}:predict", predict)
+    app.router.add_get("/v1/models/{model:[^/:]+}/versions/{version:[0-9]+}/metadata", metadata)
     app.router.add_post("/predict", predict)
     app.router.add_get("/v1/models/{model:[^/:]+}", status)
     app.router.add_get("/v1/models/{model:[^/:]+}/metadata", metadata)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if cfg.predict_route and cfg.predict_route != "/predict":
+        app.router.add_post(cfg.predict_route, predict)
+    if cfg.health_route:
+        app.router.add_get(cfg.health_route, readyz)  # Vertex routes traffic once it answers 200
     return app
 
 
@@ -241,6 +263,8 @@ async def _access_log_middleware(request: web.Request, handler) -> web.StreamRes
         return response
     except web.HTTPException as e:
         status = e.status
+        if e.status >= 400:  # aiohttp's own 404 and 405 are plain text; clients expect JSON
+            return _error(e.status, f"{e.reason}: {request.method} {request.path}")
         raise
     except Exception as e:  # noqa: BLE001 - a JSON error, never a plain-text 500
         logger.exception("unhandled error")
@@ -263,3 +287,30 @@ async def _access_log_middleware(request: web.Request, handler) -> web.StreamRes
 def serve(cfg: ServerConfig) -> None:
     """Runs the server until interrupted."""
     web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, access_log=None, print=None)
+
+
+def _tensor_info(name: str, dtype: str) -> dict[str, Any]:
+    return {"dtype": dtype, "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False}, "name": name}
+
+
+def _signature_def(model: LoadedModel) -> dict[str, Any]:
+    """The served signature as TF Serving's metadata API describes one (a SignatureDef as JSON)."""
+    from tensorflow.core.framework import types_pb2
+
+    inputs = {
+        name: _tensor_info(f"{SERVING_RAW_SIGNATURE}_{name}:0", types_pb2.DataType.Name(dtype.as_datatype_enum))
+        for name, dtype in model.input_dtypes.items()
+    }
+    return {
+        "inputs": inputs,
+        "outputs": {PREDICTION_KEY: _tensor_info("StatefulPartitionedCall:0", "DT_FLOAT")},
+        "method_name": "tensorflow/serving/predict",
+    }
+
+
+def _wrong_version(request: web.Request, model: LoadedModel) -> web.Response | None:
+    """A 404 for /versions/<v>/... when <v> is not the loaded version (one is served at a time)."""
+    version = request.match_info.get("version")
+    if version is not None and version != str(model.version):
+        return _error(404, f"version {version} is not loaded; this server serves version {model.version}")
+    return None

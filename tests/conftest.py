@@ -23,3 +23,16 @@ def transformed_sample(sample_rows, tmp_path_factory):
     """(transformed rows, transform graph dir) for `sample_rows`."""
     out = tmp_path_factory.mktemp("transform_graph")
     return analyze_and_transform(sample_rows, str(out)), str(out)
+
+
+# Scheduling units, longest first: with two workers (pytest-xdist, --dist loadgroup) the story
+# of pipeline runs starts at once on one worker and everything else runs beside it.
+_ORDER = {"story": 0, "full": 1, "mariadb": 2, "transform-sample": 3}
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        mark = item.get_closest_marker("xdist_group")
+        return _ORDER.get(mark.args[0] if mark else "", len(_ORDER))
+
+    items.sort(key=rank)

@@ -11,6 +11,9 @@ from modules.hparams import HParams
 from modules.model import build_model
 from modules.trainer import fit_steps
 
+# They share one tf.Transform analysis of sample rows (a session fixture): one worker.
+pytestmark = pytest.mark.xdist_group("transform-sample")
+
 
 def batch(rows):
     features = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != F.LABEL_KEY}

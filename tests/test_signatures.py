@@ -16,6 +16,9 @@ from modules.hparams import HParams
 from modules.model import build_model
 from modules.trainer import export_serving_model
 
+# They share one tf.Transform analysis of sample rows (a session fixture): one worker.
+pytestmark = pytest.mark.xdist_group("transform-sample")
+
 
 @pytest.fixture(scope="module")
 def exported(transformed_sample, tmp_path_factory):

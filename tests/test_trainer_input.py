@@ -14,6 +14,9 @@ from tfx_bsl.public import tfxio
 from modules import features as F
 from modules import trainer
 
+# They share one tf.Transform analysis of sample rows (a session fixture): one worker.
+pytestmark = pytest.mark.xdist_group("transform-sample")
+
 
 @pytest.fixture(scope="module")
 def split(transformed_sample, tmp_path_factory):

@@ -34,6 +34,7 @@ SETTINGS = dict(
     training_accelerator_type="NVIDIA_TESLA_T4",
     training_accelerator_count=1,
     endpoint_name="taxi-endpoint",
+    serving_image="europe-west4-docker.pkg.dev/my-project/tfx/taxi-serving:1.0",
     traffic_percentage=50,
 )
 BEAM_COMPONENTS = (P.EXAMPLE_GEN, P.STATISTICS_GEN, P.TRANSFORM, P.EVALUATOR)
@@ -123,7 +124,8 @@ def test_pusher_deploys_to_the_vertex_endpoint(compiled):
     args = list(executor(spec, P.PUSHER)["container"]["args"])
     assert args[args.index("--executor_class_path") + 1].startswith("tfx.extensions.google_cloud_ai_platform.pusher")
     config = custom_config(spec, P.PUSHER)
-    assert config["ai_platform_vertex_container_image_uri"] == vertex.DEFAULT_SERVING_IMAGE
+    # This project's server in its own container: the same contract as `runner.py serve`.
+    assert config["ai_platform_vertex_container_image_uri"] == SETTINGS["serving_image"]
     serving = config["ai_platform_serving_args"]
     assert serving["endpoint_name"] == "taxi-endpoint"
     assert serving["project_id"] == "my-project"
@@ -240,6 +242,7 @@ def test_dry_run_cli_prints_the_request(tmp_path, capsys):
         ({"training_accelerator_count": 0}, "vertex.training_accelerator_count"),
         ({"traffic_percentage": 150}, "vertex.traffic_percentage"),
         ({"schedule_cron": "every day"}, "vertex.schedule_cron"),
+        ({"serving_image": None}, "vertex.serving_image"),
         ({"hparams": {"dropout": 2}}, "vertex.hparams"),
         ({"colour": "blue"}, "vertex: unknown settings: colour"),
     ],

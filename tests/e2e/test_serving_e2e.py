@@ -143,10 +143,7 @@ BAD = [
     ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=2**63)]}, "'trip_start_hour' is out of the int64 range"),
     ({"instances": [dict(instances(ROWS[:1])[0], pickup_census_tract=-(2**70))]}, "out of the int64 range"),
     ({"instances": [dict(instances(ROWS[:1])[0], fare=1e39)]}, "'fare' is out of the float32 range"),
-    (
-        '{"instances": [' + json.dumps(dict(instances(ROWS[:1])[0], fare=None)).replace("null", "NaN") + "]}",
-        "'fare' must be a number",
-    ),
+    ('{"instances": [' + json.dumps(dict(instances(ROWS[:1])[0], fare=math.nan)) + "]}", "'fare' must be a number"),
     ("[" * 100_000, "nested too deeply"),
     ('{"instances": [{"fare": 1', "malformed JSON"),
     ("", "malformed JSON"),
@@ -186,6 +183,104 @@ def test_bad_requests_get_400_with_reason_while_good_ones_succeed(server, two_ve
     ok = next(e for e in predicts if e["status"] == 200)
     assert {"time", "severity", "request_id", "model_version", "latency_ms", "instances"} <= set(ok)
     assert len({e["request_id"] for e in predicts}) == len(predicts)
+
+
+def test_the_tf_serving_api_where_it_is_claimed(server, two_versions):
+    old, _, _ = two_versions
+    insts = instances(ROWS[:3])
+    want = expected(old, insts)
+    version = server.version()
+    # Versioned paths: the loaded version answers, another is a JSON 404.
+    r = requests.post(f"{server.url}/v1/models/taxi/versions/{version}:predict", json={"instances": insts}, timeout=30)
+    assert r.status_code == 200 and r.json()["predictions"] == pytest.approx(list(want), rel=1e-5)
+    r = requests.post(f"{server.url}/v1/models/taxi/versions/7:predict", json={"instances": insts}, timeout=30)
+    assert r.status_code == 404 and f"serves version {version}" in r.json()["error"]
+    # The columnar format answers "outputs", as TF Serving does.
+    columns = {k: [inst[k] for inst in insts] for k in insts[0]}
+    r = requests.post(f"{server.url}/v1/models/taxi:predict", json={"inputs": columns}, timeout=30)
+    assert r.status_code == 200 and r.json()["outputs"] == pytest.approx(list(want), rel=1e-5)
+    # signature_name: ours is honoured, another is refused by name, not ignored.
+    r = requests.post(
+        f"{server.url}/v1/models/taxi:predict", json={"signature_name": "serving_raw", "instances": insts}, timeout=30
+    )
+    assert r.status_code == 200
+    r = requests.post(f"{server.url}/v1/models/taxi:predict", json={"signature_name": "classify", "instances": insts}, timeout=30)
+    assert r.status_code == 400 and "signature_name 'classify'" in r.json()["error"]
+    # Metadata in TF Serving's shape, at both paths.
+    for path in ("/v1/models/taxi/metadata", f"/v1/models/taxi/versions/{version}/metadata"):
+        meta = requests.get(server.url + path, timeout=5).json()
+        assert meta["model_spec"] == {"name": "taxi", "signature_name": "", "version": version}
+        signature = meta["metadata"]["signature_def"]["signature_def"]["serving_raw"]
+        assert signature["inputs"]["fare"]["dtype"] == "DT_FLOAT" and signature["inputs"]["company"]["dtype"] == "DT_STRING"
+        assert signature["outputs"]["probability"]["dtype"] == "DT_FLOAT"
+    # Unknown paths and methods are JSON errors too.
+    r = requests.get(server.url + "/v2/nothing", timeout=5)
+    assert r.status_code == 404 and "error" in r.json()
+    r = requests.get(server.url + "/v1/models/taxi:predict", timeout=5)
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def readme_request_body() -> dict:
+    """The request body the README shows (its curl command), as a client would copy it."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split("curl -s localhost:8501/v1/models/taxi:predict -d '", 1)[1].split("'", 1)[0]
+    return json.loads(body)
+
+
+def test_the_production_container_answers_the_readme_body_as_runner_serve_does(s3_span2, tmp_path):
+    """Production serves this project's server too, as a Vertex AI custom container: started
+    the way Vertex starts it (its entrypoint, the AIP_* variables, the model at
+    AIP_STORAGE_URI, from a directory outside the checkout), it answers the README's body with
+    the same prediction as `runner.py serve`."""
+    body = readme_request_body()
+    model = s3_span2.summary["pushed_model"]
+    local = Server(os.path.dirname(model), free_port())
+    try:
+        want = local.predict(body).json()["predictions"]
+    finally:
+        local.stop()
+    port = free_port()
+    route = "/v1/endpoints/1234/deployedModels/5678"
+    env = {
+        **os.environ,
+        "AIP_HTTP_PORT": str(port),
+        "AIP_PREDICT_ROUTE": route + ":predict",
+        "AIP_HEALTH_ROUTE": route,
+        "AIP_STORAGE_URI": model,
+        "AIP_DEPLOYED_MODEL_ID": "5678",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = open(tmp_path / "container.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "serving.vertex"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(url + route, timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "container.log").read_text()[-3000:]
+            time.sleep(0.3)
+        r = requests.post(url + route + ":predict", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == pytest.approx(want, rel=1e-6)
+        assert r.json()["model_version"] == "5678"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    # Without what Vertex provides, the container says which variable is missing.
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.vertex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if k != "AIP_STORAGE_URI"},
+        timeout=120,
+    )
+    assert done.returncode == 2 and "AIP_STORAGE_URI is not set" in done.stderr
 
 
 def test_a_newly_pushed_version_is_picked_up_without_failing_requests(server, two_versions):
