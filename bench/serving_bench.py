@@ -119,6 +119,125 @@ def online(model_dir: str, instances: list[dict], total: int) -> list[dict]:
     return results
 
 
+def malformed_bodies(good: dict) -> list[str]:
+    """Request bodies that must each get a 400 and fail no other request: an integer beyond
+    int64 (it used to break the batched model call), NaN, text in a numeric field, truncated
+    JSON, an empty body, a missing feature, deep nesting."""
+    inst = good["instances"][0]
+    return [
+        json.dumps({"instances": [dict(inst, trip_start_hour=2**70)]}),
+        json.dumps({"instances": [dict(inst, fare=float("nan"))]}),
+        json.dumps({"instances": [dict(inst, fare="twelve")]}),
+        json.dumps(good)[:40],
+        "",
+        json.dumps({"instances": [{k: v for k, v in inst.items() if k != "fare"}]}),
+        "[" * 50_000,
+    ]
+
+
+async def mixed_load(url: str, instances: list[dict], concurrency: int, total: int, bad_share: float) -> dict:
+    """`total` requests from `concurrency` clients, `bad_share` of them malformed: the good
+    requests' latency and throughput, and how many good requests failed."""
+    bad_bodies = malformed_bodies({"instances": instances[:1]})
+    every = round(1 / bad_share) if bad_share else 0
+    latencies: list[float] = []
+    outcome = {"good": 0, "good_failed": 0, "bad": 0, "bad_not_400": 0}
+    counter = iter(range(total))
+
+    async def client(session):
+        for i in counter:
+            bad = every and i % every == every - 1
+            body = bad_bodies[i % len(bad_bodies)] if bad else json.dumps({"instances": [instances[i % len(instances)]]})
+            start = time.perf_counter()
+            async with session.post(url, data=body) as r:
+                await r.read()
+                status = r.status
+            if bad:
+                outcome["bad"] += 1
+                outcome["bad_not_400"] += status != 400
+            else:
+                latencies.append(time.perf_counter() - start)
+                outcome["good"] += 1
+                outcome["good_failed"] += status != 200
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+        async with session.get(url.split("/v1/")[0] + "/healthz") as r:
+            outcome["up_after"] = r.status == 200
+    ms = np.array(latencies) * 1000
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "good_rps": len(latencies) / wall,
+        **outcome,
+    }
+
+
+def mixed(model_dir: str, instances: list[dict], total: int) -> list[dict]:
+    """Clean and mixed load side by side on one server (batching on, 16 clients)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "runner.py"), "serve", "--model-dir", model_dir, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results = []
+    try:
+        import requests
+
+        for _ in range(240):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}/v1/models/taxi:predict"
+        asyncio.run(load(url, instances, 16, 200))  # warm-up
+        for name, share in (("clean", 0.0), ("a third malformed", 1 / 3)):
+            r = asyncio.run(mixed_load(url, instances, 16, total, share))
+            results.append({"load": name, **r})
+            print(
+                f"  {name}: good p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['good_rps']:.0f} good req/s, "
+                f"{r['good_failed']} of {r['good']} good failed, {r['bad_not_400']} of {r['bad']} bad not 400",
+                flush=True,
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return results
+
+
+MIXED_HEADER = "## Mixed load"
+
+
+def write_mixed(path: str, results: list[dict], command: str) -> None:
+    """Replaces (or adds) the mixed-load section of the report, keeping the rest."""
+    lines = [
+        MIXED_HEADER,
+        "",
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, `{command}`: one server (batching on), 16 clients, "
+        "single-instance requests; clean load and a load where a third of the requests are malformed (an integer beyond "
+        "int64, NaN, text in a number, truncated JSON, an empty body, a missing feature, deep nesting), side by side. "
+        "Before the fix, 43 of 160 good requests failed in such a load (issue 18).",
+        "",
+        "| load | good p50 ms | good p99 ms | good requests/s | good requests failed | malformed not answered 400 "
+        "| server up after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['load']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['good_rps']:.0f} | "
+            f"{r['good_failed']} of {r['good']} | {r['bad_not_400']} of {r['bad']} | {'yes' if r['up_after'] else 'no'} |"
+        )
+    text = open(path).read() if os.path.exists(path) else "# Serving benchmark\n"
+    before = text.split(MIXED_HEADER)[0].rstrip()
+    with open(path, "w") as f:
+        f.write(before + "\n\n" + "\n".join(lines) + "\n")
+
+
 def batch(model_dir: str, rows, parse) -> dict:
     from serving.model_store import LoadedModel
 
@@ -213,6 +332,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model-dir", default=os.path.join(ROOT, "outputs", "serving"))
     parser.add_argument("--requests", type=int, default=2000, help="requests per load level")
     parser.add_argument("--report", default=os.path.join(ROOT, "bench", "SERVING.md"))
+    parser.add_argument("--mixed-only", action="store_true", help="only the clean vs mixed load section (updated in place)")
     args = parser.parse_args(argv)
     from serving.model_store import list_versions
 
@@ -226,12 +346,19 @@ def main(argv=None) -> int:
 
     dtypes = LoadedModel.load(model_dir, 0).input_dtypes
     instances = to_instances(rows[:1000], parse, dtypes)
+    command = "python bench/serving_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.mixed_only:
+        print("mixed load:", flush=True)
+        write_mixed(args.report, mixed(args.model_dir, instances, args.requests), command.strip())
+        print(f"written to {args.report}")
+        return 0
     print("online:", flush=True)
     online_results = online(args.model_dir, instances, args.requests)
     print("batch:", flush=True)
     batch_result = batch(model_dir, rows, parse)
-    command = "python bench/serving_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_report(args.report, online_results, batch_result, model_dir, command.strip())
+    print("mixed load:", flush=True)
+    write_mixed(args.report, mixed(args.model_dir, instances, args.requests), command.strip())
     print(f"written to {args.report}")
     return 0
 

@@ -22,6 +22,9 @@ import tensorflow as tf
 from modules import features as F
 
 PREDICTION_KEY = "probability"
+# The raw schema the model was trained with, stored beside it (assets.extra/): its domains are
+# the ranges a server accepts, so a fare of -50 is refused rather than scored.
+RAW_SCHEMA_FILE = "assets.extra/raw_schema.pbtxt"
 SERVING_RAW_SIGNATURE = "serving_raw"
 TRANSFORM_SIGNATURE = "transform_features"
 

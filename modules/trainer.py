@@ -20,7 +20,7 @@ from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from modules import features as F
-from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, serving_raw_spec
+from modules.contract import PREDICTION_KEY, RAW_SCHEMA_FILE, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, serving_raw_spec
 from modules.hparams import HParams
 from modules.model import build_model
 
@@ -140,6 +140,12 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
     """Saves `model` with the Transform graph and the serving signatures to `export_dir`."""
     module = _ServingModule(model, tf_transform_output)
     tf.saved_model.save(module, export_dir, signatures=module.serving_signatures)
+    from google.protobuf import text_format
+
+    schema_path = f"{export_dir}/{RAW_SCHEMA_FILE}"
+    tf.io.gfile.makedirs(schema_path.rsplit("/", 1)[0])
+    with tf.io.gfile.GFile(schema_path, "w") as f:
+        f.write(text_format.MessageToString(tf_transform_output.raw_metadata.schema))
 
 
 def _warm_start(model: keras.Model, base_model_dir: str) -> bool:

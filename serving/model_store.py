@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from modules import features as F
-from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE
+from modules.contract import PREDICTION_KEY, RAW_SCHEMA_FILE, SERVING_RAW_SIGNATURE
 from pipeline import lineage
 
 logger = logging.getLogger(__name__)
@@ -67,12 +67,14 @@ class LoadedModel:
     fn: Any
     input_dtypes: dict[str, tf.DType]
     owner: Any = dataclasses.field(repr=False, default=None)  # keeps the signature's variables alive
+    # Feature -> (min, max) from the raw schema stored with the model (RAW_SCHEMA_FILE).
+    domains: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str, version: int) -> LoadedModel:
         loaded = tf.saved_model.load(path)
         fn = loaded.signatures[SERVING_RAW_SIGNATURE]
-        model = cls(version, path, fn, input_dtypes(fn), loaded)
+        model = cls(version, path, fn, input_dtypes(fn), loaded, schema_domains(path))
         # One call initialises lookup tables, so the first request is not slow.
         model.predict([dict.fromkeys(model.input_dtypes)])
         return model
@@ -120,7 +122,30 @@ def request_instances(payload: Any) -> tuple[Any, str]:
     return {"instances": [dict(zip(names, row)) for row in zip(*(inputs[n] for n in names))]}, "outputs"
 
 
-def validate_instances(payload: Any, input_dtypes: dict[str, tf.DType], max_instances: int) -> list[dict[str, Any]]:
+def schema_domains(model_dir: str) -> dict[str, tuple[float, float]]:
+    """Feature -> (min, max) of the numeric domains in the raw schema stored with a model; {} for
+    a model exported without one."""
+    path = f"{model_dir.rstrip('/')}/{RAW_SCHEMA_FILE}"
+    if not tf.io.gfile.exists(path):
+        return {}
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    with tf.io.gfile.GFile(path) as f:
+        schema = text_format.Parse(f.read(), schema_pb2.Schema())
+    domains = {}
+    for feature in schema.feature:
+        domain = feature.int_domain if feature.HasField("int_domain") else feature.float_domain
+        if feature.HasField("int_domain") or feature.HasField("float_domain"):
+            low = domain.min if domain.HasField("min") else -math.inf
+            high = domain.max if domain.HasField("max") else math.inf
+            domains[feature.name] = (low, high)
+    return domains
+
+
+def validate_instances(
+    payload: Any, input_dtypes: dict[str, tf.DType], max_instances: int, domains: dict[str, tuple[float, float]] | None = None
+) -> list[dict[str, Any]]:
     """Checks a TF Serving / Vertex AI predict body; returns its instances.
 
     Each instance is an object with every input feature; null marks a missing value. Features
@@ -159,6 +184,11 @@ def validate_instances(payload: Any, input_dtypes: dict[str, tf.DType], max_inst
             if dtype != tf.string and not dtype.min <= value <= dtype.max:
                 # Outside the tensor type: it would fail the whole batched model call.
                 raise RequestError(f"instance {i}: feature {name!r} is out of the {dtype.name} range: {_shown(value)}")
+            if domains and name in domains and not domains[name][0] <= value <= domains[name][1]:
+                low, high = domains[name]
+                raise RequestError(
+                    f"instance {i}: feature {name!r} is {_shown(value)}, outside the schema's domain [{low:g}, {high:g}]"
+                )
     return instances
 
 

@@ -156,7 +156,7 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             return _error(400, "malformed JSON: nested too deeply")
         try:
             payload, answer_key = request_instances(payload)
-            instances = validate_instances(payload, model.input_dtypes, cfg.max_instances)
+            instances = validate_instances(payload, model.input_dtypes, cfg.max_instances, model.domains)
         except RequestError as e:
             return _error(400, str(e))
         request["instances"] = len(instances)

@@ -143,6 +143,12 @@ BAD = [
     ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=2**63)]}, "'trip_start_hour' is out of the int64 range"),
     ({"instances": [dict(instances(ROWS[:1])[0], pickup_census_tract=-(2**70))]}, "out of the int64 range"),
     ({"instances": [dict(instances(ROWS[:1])[0], fare=1e39)]}, "'fare' is out of the float32 range"),
+    # The schema's domains, stored with the model, are the limits.
+    ({"instances": [dict(instances(ROWS[:1])[0], fare=-50.0)]}, "'fare' is -50.0, outside the schema's domain [0, 10000]"),
+    (
+        {"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=31)]},
+        "'trip_start_hour' is 31, outside the schema's domain [0, 23]",
+    ),
     ('{"instances": [' + json.dumps(dict(instances(ROWS[:1])[0], fare=math.nan)) + "]}", "'fare' must be a number"),
     ("[" * 100_000, "nested too deeply"),
     ('{"instances": [{"fare": 1', "malformed JSON"),
