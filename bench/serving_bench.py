@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -86,25 +87,33 @@ async def load(url: str, instances: list[dict], concurrency: int, total: int) ->
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "rps": total / wall}
 
 
+@contextlib.contextmanager
+def started_server(model_dir: str, *extra: str):
+    """`runner.py serve` in its own process on a free loopback port, until ready; yields the
+    predict URL and stops the server afterwards."""
+    import requests
+
+    port = free_port()
+    command = [sys.executable, os.path.join(ROOT, "runner.py"), "serve", "--model-dir", model_dir, "--port", str(port), *extra]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1/models/taxi:predict"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def online(model_dir: str, instances: list[dict], total: int) -> list[dict]:
     results = []
     for batching in (True, False):
-        port = free_port()
-        args = [sys.executable, os.path.join(ROOT, "runner.py"), "serve", "--model-dir", model_dir, "--port", str(port)]
-        if not batching:
-            args.append("--no-batching")
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            import requests
-
-            for _ in range(240):
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                time.sleep(0.5)
-            url = f"http://127.0.0.1:{port}/v1/models/taxi:predict"
+        with started_server(model_dir, *([] if batching else ["--no-batching"])) as url:
             for concurrency in (1, 8, 32):
                 r = asyncio.run(load(url, instances, concurrency, total))
                 results.append({"batching": batching, "clients": concurrency, **r})
@@ -113,9 +122,6 @@ def online(model_dir: str, instances: list[dict], total: int) -> list[dict]:
                     f"p99 {r['p99_ms']:.2f} ms, {r['rps']:.0f} req/s",
                     flush=True,
                 )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     return results
 
 
@@ -177,24 +183,8 @@ async def mixed_load(url: str, instances: list[dict], concurrency: int, total: i
 
 def mixed(model_dir: str, instances: list[dict], total: int) -> list[dict]:
     """Clean and mixed load side by side on one server (batching on, 16 clients)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "runner.py"), "serve", "--model-dir", model_dir, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     results = []
-    try:
-        import requests
-
-        for _ in range(240):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        url = f"http://127.0.0.1:{port}/v1/models/taxi:predict"
+    with started_server(model_dir) as url:
         asyncio.run(load(url, instances, 16, 200))  # warm-up
         for name, share in (("clean", 0.0), ("a third malformed", 1 / 3)):
             r = asyncio.run(mixed_load(url, instances, 16, total, share))
@@ -204,9 +194,6 @@ def mixed(model_dir: str, instances: list[dict], total: int) -> list[dict]:
                 f"{r['good_failed']} of {r['good']} good failed, {r['bad_not_400']} of {r['bad']} bad not 400",
                 flush=True,
             )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     return results
 
 

@@ -240,7 +240,8 @@ def test_the_production_container_answers_the_readme_body_as_runner_serve_does(s
     the same prediction as `runner.py serve`."""
     body = readme_request_body()
     model = s3_span2.summary["pushed_model"]
-    local = Server(os.path.dirname(model), free_port())
+    publish(model, tmp_path / "serving", 1)  # this model alone (the story pushes others later)
+    local = Server(str(tmp_path / "serving"), free_port())
     try:
         want = local.predict(body).json()["predictions"]
     finally:
