@@ -274,6 +274,19 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
     from runners import vertex
 
     vcfg = _vertex_config(args)
+    credentials = None
+    if not args.dry_run:
+        # Before anything is compiled or sent: no credentials is one line, not a traceback.
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            credentials, _ = google.auth.default()
+        except DefaultCredentialsError as e:
+            raise UserError(
+                "no Google Cloud credentials: run `gcloud auth application-default login` or set "
+                f"GOOGLE_APPLICATION_CREDENTIALS ({str(e).splitlines()[0]})"
+            ) from e
     spec = args.spec or vertex.compile_pipeline(vcfg, args.output)
     if args.dry_run:
         from google.auth.credentials import AnonymousCredentials
@@ -281,7 +294,7 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
         job = vertex.build_job(vcfg, spec, credentials=AnonymousCredentials())
         print(json.dumps(vertex.job_request(vcfg, job), indent=2, sort_keys=True))
         return 0
-    job = vertex.submit(vcfg, vertex.build_job(vcfg, spec), wait=args.wait)
+    job = vertex.submit(vcfg, vertex.build_job(vcfg, spec, credentials=credentials), wait=args.wait)
     print(getattr(job, "resource_name", job))
     return 0
 

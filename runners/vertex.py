@@ -27,6 +27,42 @@ LOCAL_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 _REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")  # us-central1, europe-west4, northamerica-northeast1
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _CRON = re.compile(r"^(\S+\s+){4}\S+$")
+# What Vertex AI Pipelines accepts as a pipeline (and PipelineJob display) name.
+_PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,127}$")
+
+
+def _check_types(cfg: Any) -> None:
+    """Each setting has its declared type (a JSON file says "10" where 10 is meant)."""
+    simple: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "str | None": (str, type(None)), "bool": bool}
+    for f in dataclasses.fields(cfg):
+        expected = simple.get(str(f.type))
+        value = getattr(cfg, f.name)
+        if expected is None:
+            continue
+        wrong = not isinstance(value, expected) or (isinstance(value, bool) and str(f.type) == "int")
+        if wrong:
+            raise ConfigError(f"vertex.{f.name}: must be {str(f.type).replace(' | None', ' or null')}, got {value!r}")
+
+
+def _accelerator_types() -> set[str]:
+    from google.cloud.aiplatform_v1.types import AcceleratorType
+
+    return {t.name for t in AcceleratorType if t.name != "ACCELERATOR_TYPE_UNSPECIFIED"}
+
+
+def _check_cron(schedule: str) -> None:
+    """A 5-field cron, optionally after TZ=<zone> or CRON_TZ=<zone> (an IANA time zone)."""
+    expression = schedule
+    match = re.match(r"^(CRON_TZ|TZ)=(\S+)\s+(.*)$", schedule)
+    if match:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(match.group(2))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"vertex.schedule_cron: unknown time zone {match.group(2)!r} in {schedule!r}") from None
+        expression = match.group(3)
+    _require(bool(_CRON.match(expression)), "vertex.schedule_cron", f"not a 5-field cron expression: {schedule!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +106,12 @@ class VertexConfig:
     schedule_cron: str | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        _require(
+            bool(_PIPELINE_NAME.match(self.pipeline_name)),
+            "vertex.pipeline_name",
+            f"Vertex AI needs lowercase letters, digits and '-' (starting with a letter), got {self.pipeline_name!r}",
+        )
         _require(bool(self.project), "vertex.project", "is required")
         _require(bool(_PROJECT.match(self.project)), "vertex.project", f"not a GCP project id: {self.project!r}")
         _require(bool(self.region), "vertex.region", "is required")
@@ -103,6 +145,18 @@ class VertexConfig:
             "set training_accelerator_type and a positive training_accelerator_count together",
         )
         _require(0 <= self.traffic_percentage <= 100, "vertex.traffic_percentage", "must be in [0, 100]")
+        _require(
+            self.endpoint_name is None or bool(self.endpoint_name.strip()),
+            "vertex.endpoint_name",
+            "is empty: leave it out to push to GCS, or name the endpoint",
+        )
+        if self.training_accelerator_type is not None:
+            known = _accelerator_types()
+            _require(
+                self.training_accelerator_type in known,
+                "vertex.training_accelerator_type",
+                f"unknown accelerator {self.training_accelerator_type!r} (e.g. {', '.join(sorted(known)[:4])}, ...)",
+            )
         if self.endpoint_name:
             _require(
                 bool(self.serving_image) and "/" in str(self.serving_image),
@@ -115,15 +169,7 @@ class VertexConfig:
             "need 0 < serving_min_replicas <= serving_max_replicas",
         )
         if self.schedule_cron is not None:
-            _require(
-                bool(
-                    _CRON.match(
-                        self.schedule_cron.split(" ", 1)[-1] if self.schedule_cron.startswith("TZ=") else self.schedule_cron
-                    )
-                ),
-                "vertex.schedule_cron",
-                f"not a 5-field cron expression: {self.schedule_cron!r}",
-            )
+            _check_cron(self.schedule_cron)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> VertexConfig:

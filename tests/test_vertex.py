@@ -7,6 +7,7 @@ import difflib
 import json
 import os
 import pathlib
+import re
 
 import pytest
 from google.protobuf import json_format
@@ -243,13 +244,49 @@ def test_dry_run_cli_prints_the_request(tmp_path, capsys):
         ({"traffic_percentage": 150}, "vertex.traffic_percentage"),
         ({"schedule_cron": "every day"}, "vertex.schedule_cron"),
         ({"serving_image": None}, "vertex.serving_image"),
+        ({"dataflow_max_workers": "10"}, "vertex.dataflow_max_workers: must be int, got '10'"),
+        ({"traffic_percentage": True}, "vertex.traffic_percentage: must be int"),
+        ({"pipeline_name": "Taxi_Pipeline"}, "vertex.pipeline_name"),
+        ({"training_accelerator_type": "NVIDIA_TESLA_T5"}, "vertex.training_accelerator_type: unknown accelerator"),
+        ({"schedule_cron": "CRON_TZ=Mars/Olympus 0 3 * * *"}, "vertex.schedule_cron: unknown time zone 'Mars/Olympus'"),
+        ({"schedule_cron": "CRON_TZ=Europe/Paris 0 3 * *"}, "vertex.schedule_cron: not a 5-field"),
+        ({"endpoint_name": ""}, "vertex.endpoint_name: is empty"),
         ({"hparams": {"dropout": 2}}, "vertex.hparams"),
         ({"colour": "blue"}, "vertex: unknown settings: colour"),
     ],
 )
-def test_bad_settings_fail_naming_the_field(changes, field):
-    with pytest.raises(ConfigError, match=f"^{field}"):
+def test_bad_settings_fail_naming_the_field(changes, field, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=f"^{re.escape(field)}"):
         vertex.VertexConfig.from_mapping({**SETTINGS, **changes})
+    # From a config file through the CLI: one line, exit 2, nothing compiled.
+    config = tmp_path / "vertex.json"
+    config.write_text(json.dumps({**SETTINGS, **changes}))
+    out = tmp_path / "spec.json"
+    assert runner.main(["vertex", "compile", "--config", str(config), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {field}") and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * 1", "TZ=America/New_York 0 3 * * 1", "CRON_TZ=Europe/Paris 30 2 * * *"])
+def test_schedules_with_a_time_zone_are_accepted(schedule):
+    assert vertex.VertexConfig.from_mapping({**SETTINGS, "schedule_cron": schedule}).schedule_cron == schedule
+
+
+def test_submit_without_credentials_is_one_line_before_anything_is_compiled(tmp_path, capsys, monkeypatch):
+    """No credentials: google.auth finds none (its own lookup, here with nothing to find)."""
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # no metadata server either
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    config = tmp_path / "vertex.json"
+    config.write_text(json.dumps(SETTINGS))
+    out = tmp_path / "spec.json"
+    assert runner.main(["vertex", "submit", "--config", str(config), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no Google Cloud credentials") and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_missing_setting_fails_before_anything_is_written(tmp_path, capsys):
