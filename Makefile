@@ -4,7 +4,7 @@ export TF_USE_LEGACY_KERAS := 1
 # Code that is type-checked (the user code, the definition, serving and the tools).
 TYPED := pipeline serving modules ops runners
 
-.PHONY: help setup run test test-unit lint format typecheck coverage clean
+.PHONY: help setup run test test-unit lint format typecheck coverage tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ coverage: setup  ## the whole suite under coverage -> htmlcov/
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
 	$(PY) -m coverage html
+
+tensorboard: setup  ## TensorBoard on http://127.0.0.1:6006 over every run's training curves
+	$(PY) -m tensorboard.main --logdir $${PIPELINE_OUTPUT:-outputs}/tfx/trainer/model_run --host 127.0.0.1 --port 6006
 
 clean:  ## remove local pipeline outputs (not the venv)
 	rm -rf outputs

@@ -43,7 +43,56 @@ from collections.abc import Sequence  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data")
 DEFAULT_SCHEMA = os.path.join(HERE, "schemas", "schema.pbtxt")
-DEFAULT_OUTPUT = os.path.join(HERE, "outputs")
+# PIPELINE_OUTPUT and PIPELINE_METADATA set the defaults of --output and --metadata for every
+# command, so a shell (or a CI job) names its store once.
+DEFAULT_OUTPUT = os.environ.get("PIPELINE_OUTPUT") or os.path.join(HERE, "outputs")
+DEFAULT_METADATA = os.environ.get("PIPELINE_METADATA") or os.path.join(DEFAULT_OUTPUT, "metadata.sqlite")
+
+# Examples for each subcommand's --help.
+EXAMPLES = {
+    "run": """examples:
+  runner.py run                                         # bundled data -> outputs/
+  runner.py run --data spans/                           # span-<N>/ folders: the newest span
+  runner.py run --train-steps 500 --hparams '{"learning_rate": 0.001}'
+  runner.py run --accept-anomalies payment_type:COMPARATOR_L_INFTY_HIGH
+  runner.py run --metadata mysql://mlmd:PASSWORD@db.internal:3306/mlmd""",
+    "runs": """examples:
+  runner.py runs
+  runner.py runs --limit 5 --json
+  PIPELINE_METADATA=mysql://u:p@db/mlmd runner.py runs""",
+    "artifacts": """examples:
+  runner.py artifacts --type Model
+  runner.py artifacts --component data_gate --json""",
+    "lineage": """examples:
+  runner.py lineage 1795322187                          # a pushed version
+  runner.py lineage 42 --downstream                     # an artifact id""",
+    "compare": """examples:
+  runner.py compare                                     # the served model vs the one before
+  runner.py compare 1795322187 1795300000""",
+    "validate": """examples:
+  runner.py validate --data todays_batch.csv
+  runner.py validate --data requests.jsonl --json       # what serve --request-log wrote""",
+    "report": """examples:
+  runner.py report --output report.html
+  runner.py report RUN_ID --serving-data requests.jsonl""",
+    "rollback": """examples:
+  runner.py rollback                                    # the version before the served one
+  runner.py rollback --to 1795322187""",
+    "serve": """examples:
+  runner.py serve
+  runner.py serve --port 8080 --request-log requests.jsonl
+  runner.py serve --version 1795322187 --no-batching""",
+    "predict": """examples:
+  runner.py predict --input data/taxi.csv --output /tmp/scored
+  runner.py predict --input 'gs://b/day/*.csv' --output gs://b/scored --beam-args --runner=DataflowRunner ...""",
+    "compile": """examples:
+  runner.py vertex compile --config vertex.json
+  runner.py vertex compile --config vertex.json --image REPO/taxi-pipeline:TAG""",
+    "submit": """examples:
+  runner.py vertex submit --config vertex.json --dry-run
+  runner.py vertex submit --config vertex.json --wait
+  runner.py vertex submit --config vertex.json --schedule-cron 'TZ=Europe/Paris 0 3 * * *'""",
+}
 
 logger = logging.getLogger("runner")
 
@@ -177,6 +226,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # The first line at once: importing TensorFlow and TFX takes a few seconds.
+    began = time.monotonic()
+    print(f"progress [   0.0s] building the pipeline: {args.data} -> {args.output}", file=sys.stderr, flush=True)
     from runners import local
 
     cfg = local.build_config(
@@ -194,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     start = time.time()
     # Stdout carries the result only; progress (Keras prints each epoch there) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        summary = local.run(cfg)
+        summary = local.run(cfg, progress=began)
     summary["wall_seconds"] = round(time.time() - start, 1)
     print(local.format_summary(summary) if not args.json else json.dumps(summary, indent=2))
     return 0
@@ -303,8 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.configs import PIPELINE_NAME  # no TensorFlow: keeps --help fast
 
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--verbose", action="store_true", help="show TFX and Beam logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--verbose", action="store_true", help="show TFX, TensorFlow and Beam logs")
+    # --verbose also after the subcommand (SUPPRESS: it does not reset the one given before).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show TFX, TensorFlow and Beam logs")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    class Sub:
+        """add_parser with the common options and the subcommand's examples."""
+
+        @staticmethod
+        def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+            return subparsers.add_parser(
+                name, parents=[common], epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+            )
+
+    sub = Sub()
 
     run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner, SQLite MLMD)")
     run.add_argument("--data", default=DEFAULT_DATA, help="folder with the input CSV files (default: %(default)s)")
@@ -314,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hparams", help="JSON object or file overriding hyperparameters")
     run.add_argument(
         "--metadata",
-        help="ML Metadata store: SQLite path (default: <output>/metadata.sqlite) or "
+        default=os.environ.get("PIPELINE_METADATA"),
+        help="ML Metadata store: SQLite path (default: $PIPELINE_METADATA, else <output>/metadata.sqlite) or "
         "mysql://user:password@host:port/db (MySQL/MariaDB)",
     )
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
@@ -339,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument(
             "--metadata",
-            default=os.path.join(DEFAULT_OUTPUT, "metadata.sqlite"),
-            help="SQLite path or mysql://user[:password]@host[:port]/db (default: %(default)s)",
+            default=DEFAULT_METADATA,
+            help="SQLite path or mysql://user[:password]@host[:port]/db (default: $PIPELINE_METADATA, else %(default)s)",
         )
         p.add_argument("--pipeline-name", default=PIPELINE_NAME, help="default: %(default)s")
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -408,7 +475,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=cmd_predict)
 
     vertex = sub.add_parser("vertex", help="compile for / submit to Vertex AI Pipelines")
-    vsub = vertex.add_subparsers(dest="vertex_command", required=True)
+    vertex_subparsers = vertex.add_subparsers(dest="vertex_command", required=True)
+
+    class VertexSub:
+        @staticmethod
+        def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+            return vertex_subparsers.add_parser(
+                name, parents=[common], epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+            )
+
+    vsub = VertexSub()
     for name, func, text in (
         ("compile", cmd_vertex_compile, "write the pipeline spec JSON (offline; uploads nothing)"),
         ("submit", cmd_vertex_submit, "compile, then submit a PipelineJob (or a schedule)"),

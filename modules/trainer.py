@@ -166,6 +166,7 @@ def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
 
 
 TRAINING_RECORD = "training.json"
+SUMMARY_EVERY_STEPS = 50
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -226,7 +227,8 @@ def run_fn(fn_args: FnArgs) -> None:
         train,
         fn_args.train_steps,
         hp.steps_per_eval,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+        # Training curves every 50 steps, validation at every evaluation: enough points to see.
+        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq=SUMMARY_EVERY_STEPS)],
         validation_data=evaluation,
         validation_steps=fn_args.eval_steps,
         verbose=2,

@@ -20,6 +20,7 @@ from pipeline import configs
 from pipeline import pipeline as P
 from pipeline.errors import DataValidationError
 from runners.errors import RunFailed, StoreBusy
+from runners.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,10 @@ def metadata_connection(cfg: configs.PipelineConfig):
     return config
 
 
-def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
-    """Runs the pipeline to completion and returns `summarize()` of the run.
+def run(cfg: configs.PipelineConfig, progress: float | None = None) -> dict[str, Any]:
+    """Runs the pipeline to completion and returns `summarize()` of the run. With `progress`
+    (the monotonic time the command started), prints a line per component as it starts and
+    ends, and one at least every 10 s, to stderr.
 
     Raises:
       DataValidationError: the data gate found anomalies nobody accepted (nothing trained).
@@ -118,8 +121,12 @@ def run(cfg: configs.PipelineConfig) -> dict[str, Any]:
     pipeline = P.create_pipeline(cfg, connection)
     with exclusive_store(store_uri(cfg)):
         cancel_abandoned(cfg)
+        reporter = (
+            Progress(store_uri(cfg), cfg.pipeline_name, since=progress) if progress is not None else contextlib.nullcontext()
+        )
         try:
-            LocalDagRunner().run(pipeline)
+            with reporter:
+                LocalDagRunner().run(pipeline)
         except DataValidationError:
             raise
         except Exception as e:  # noqa: BLE001 - any component failure, reported by name

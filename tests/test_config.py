@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -175,3 +176,48 @@ def test_editing_user_code_changes_only_the_cache_keys_of_components_that_run_it
     pipeline = P.create_pipeline(cfg(tmp_path))
     for component, files in keys.items():
         assert _custom_config(pipeline, component)["module_fingerprint"] == P.code_fingerprint(files)
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from _subcommands(sub)
+
+
+def test_every_subcommand_help_shows_examples_and_takes_verbose():
+    parser = runner.build_parser()
+    leaves = {name: sub for name, sub in _subcommands(parser) if not sub._subparsers}
+    assert set(leaves) == {
+        "run",
+        "runs",
+        "artifacts",
+        "lineage",
+        "compare",
+        "validate",
+        "report",
+        "rollback",
+        "serve",
+        "predict",
+        "compile",
+        "submit",
+    }
+    for name, sub in leaves.items():
+        assert "examples:\n  runner.py" in sub.format_help(), name
+    assert parser.parse_args(["runs", "--verbose"]).verbose is True
+    assert parser.parse_args(["--verbose", "runs"]).verbose is True
+    assert parser.parse_args(["runs"]).verbose is False
+
+
+def test_the_store_can_be_named_once_in_the_environment(tmp_path):
+    """PIPELINE_METADATA is every command's default store; a query answers without importing
+    TensorFlow (one line, at once)."""
+    env = {**os.environ, "PIPELINE_METADATA": str(tmp_path / "team.sqlite")}
+    done = subprocess.run([sys.executable, str(ROOT / "runner.py"), "runs"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: no metadata store at {tmp_path / 'team.sqlite'} (run the pipeline first)"
+    heavy = "('tensorflow', 'tfx', 'apache_beam')"
+    code = f"import runner, sys; runner.main(['runs']); print(sorted(m for m in {heavy} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

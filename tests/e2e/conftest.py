@@ -235,7 +235,7 @@ def wait_for_training(cfg: configs.PipelineConfig, proc: subprocess.Popen, timeo
 @pytest.fixture(scope="session")
 def s9_span3(story, s8_empty) -> Step:
     write_span(story.data, 3)
-    cfg = s3_span2_cfg(story).replace(train_steps=400)
+    cfg = s3_span2_cfg(story).replace(train_steps=300)
     before = snapshot(cfg)
     first = cli_run(cfg)
     killed = wait_for_training(cfg, first)
@@ -247,7 +247,15 @@ def s9_span3(story, s8_empty) -> Step:
     rerun = cli_run(cfg)
     out, err = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, err[-3000:]
-    return story.keep("s9", cfg, json.loads(out), before=before, killed_execution=killed, second=(second.returncode, out2, err2))
+    return story.keep(
+        "s9",
+        cfg,
+        json.loads(out),
+        before=before,
+        killed_execution=killed,
+        second=(second.returncode, out2, err2),
+        rerun_stderr=err,
+    )
 
 
 @pytest.fixture(scope="session")

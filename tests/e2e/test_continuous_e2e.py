@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -188,6 +189,21 @@ def test_a_run_killed_while_training_completes_on_rerun_and_a_concurrent_run_is_
     assert not [e for e in md.store.get_executions() if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
     assert [r.status for r in md.runs()[:2]] == ["complete", "interrupted"]
     assert not any(changed_records(s9_span3.before, snapshot(s9_span3.cfg.replace(metadata_uri=s9_span3.store))).values())
+
+
+def test_run_shows_progress_at_once_and_at_least_every_15_seconds(s9_span3):
+    """`run` on the CLI: a line at once, a line per component as it starts and ends, and never
+    15 s without one (stderr; stdout keeps the result only)."""
+    stamps, lines = [], []
+    for line in s9_span3.extra["rerun_stderr"].splitlines():
+        match = re.match(r"^progress \[\s*([\d.]+)s\] (.*)$", line)
+        if match:
+            stamps.append(float(match.group(1)))
+            lines.append(match.group(2))
+    assert stamps[0] < 10 and len(stamps) > 5
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) <= 15, list(zip(stamps, lines))
+    assert "trainer started" in lines and any(line.startswith("trainer ran (") for line in lines)
+    assert any(line.startswith("transform cached (") for line in lines)
 
 
 def test_accepted_anomalies_let_the_run_train_and_are_on_record(s10_accepted):

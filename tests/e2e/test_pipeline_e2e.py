@@ -116,3 +116,43 @@ def test_full_data_model_meets_the_quality_bar(full_data_run):
     assert summary["blessed"]
     assert summary["metrics"]["binary_accuracy"] >= 0.90
     assert summary["metrics"]["auc"] >= 0.955
+
+
+def test_tensorboard_serves_the_trainers_curves_from_the_venv(s1_first, tmp_path):
+    """TensorBoard as `make tensorboard` starts it, on loopback, over the runs' model_run
+    folders: its scalars API returns the training curve at SUMMARY_EVERY_STEPS resolution."""
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from helpers import free_port
+
+    logdir = os.path.join(s1_first.cfg.pipeline_root, P.TRAINER, "model_run")
+    port = free_port()
+    log = open(tmp_path / "tensorboard.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, tags = time.time() + 120, {}
+        while not any("batch_loss" in t for t in tags.values()):
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "tensorboard.log").read_text()[-2000:]
+            time.sleep(1)
+            try:
+                tags = requests.get(f"{url}/data/plugin/scalars/tags", timeout=5).json()
+            except requests.ConnectionError:
+                tags = {}
+        run = next(r for r, t in tags.items() if "batch_loss" in t and r.endswith("train"))
+        points = requests.get(f"{url}/data/plugin/scalars/scalars", params={"run": run, "tag": "batch_loss"}, timeout=5).json()
+        steps = [step for _, step, _ in points]
+        assert len(steps) >= s1_first.cfg.train_steps // 50 and steps == sorted(steps)
+        assert any("epoch_loss" in t for r, t in tags.items() if r.endswith("validation"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
