@@ -226,9 +226,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # The first line at once: importing TensorFlow and TFX takes a few seconds.
     began = time.monotonic()
-    print(f"progress [   0.0s] building the pipeline: {args.data} -> {args.output}", file=sys.stderr, flush=True)
     from runners import local
 
     cfg = local.build_config(
@@ -243,6 +241,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         **({"metadata_uri": args.metadata} if args.metadata else {}),
         **({"train_window_spans": args.window} if args.window else {}),
     )
+    # The first progress line once the configuration is valid (a usage error stays one line).
+    local.check_store(cfg)
+    print(f"progress [{time.monotonic() - began:6.1f}s] {cfg.data_root} -> {args.output}", file=sys.stderr, flush=True)
     start = time.time()
     # Stdout carries the result only; progress (Keras prints each epoch there) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):

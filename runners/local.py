@@ -94,14 +94,19 @@ def build_config(
     return configs.local_config(output_dir=output_dir, data_root=data_root, schema_path=schema_path, **overrides)
 
 
-def metadata_connection(cfg: configs.PipelineConfig):
-    config = mlmd_store.connection_config(store_uri(cfg))
-    if config.HasField("postgresql"):
+def check_store(cfg: configs.PipelineConfig) -> None:
+    """Refuses a store a local run cannot use, before anything is written."""
+    if mlmd_store.connection_config(store_uri(cfg)).HasField("postgresql"):
         # It would fail part-way through the run, at the first property holding a backslash.
         raise configs.ConfigError(
             "metadata_uri: ml-metadata 1.16's PostgreSQL backend cannot store TFX runs (it mis-quotes "
             "strings containing a backslash); use a SQLite path or mysql://"
         )
+
+
+def metadata_connection(cfg: configs.PipelineConfig):
+    check_store(cfg)
+    config = mlmd_store.connection_config(store_uri(cfg))
     if config.HasField("sqlite"):
         os.makedirs(os.path.dirname(os.path.abspath(config.sqlite.filename_uri)), exist_ok=True)
     return config
