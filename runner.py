@@ -352,6 +352,18 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Subcommands:
+    """Adds subcommands that take the common options and show their examples in --help."""
+
+    def __init__(self, action, common: argparse.ArgumentParser):
+        self.action, self.common = action, common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self.action.add_parser(
+            name, parents=[self.common], epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.configs import PIPELINE_NAME  # no TensorFlow: keeps --help fast
 
@@ -360,18 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --verbose also after the subcommand (SUPPRESS: it does not reset the one given before).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show TFX, TensorFlow and Beam logs")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-
-    class Sub:
-        """add_parser with the common options and the subcommand's examples."""
-
-        @staticmethod
-        def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
-            return subparsers.add_parser(
-                name, parents=[common], epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
-            )
-
-    sub = Sub()
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True), common)
 
     run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner, SQLite MLMD)")
     run.add_argument("--data", default=DEFAULT_DATA, help="folder with the input CSV files (default: %(default)s)")
@@ -476,16 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=cmd_predict)
 
     vertex = sub.add_parser("vertex", help="compile for / submit to Vertex AI Pipelines")
-    vertex_subparsers = vertex.add_subparsers(dest="vertex_command", required=True)
-
-    class VertexSub:
-        @staticmethod
-        def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
-            return vertex_subparsers.add_parser(
-                name, parents=[common], epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
-            )
-
-    vsub = VertexSub()
+    vsub = _Subcommands(vertex.add_subparsers(dest="vertex_command", required=True), common)
     for name, func, text in (
         ("compile", cmd_vertex_compile, "write the pipeline spec JSON (offline; uploads nothing)"),
         ("submit", cmd_vertex_submit, "compile, then submit a PipelineJob (or a schedule)"),
