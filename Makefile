@@ -33,9 +33,9 @@ format: setup  ## ruff: fix what can be fixed and format
 typecheck: setup  ## mypy over the packages
 	$(PY) -m mypy $(TYPED)
 
-coverage: setup  ## the whole suite under coverage -> htmlcov/
+coverage: setup  ## the whole suite under coverage, in one process (~20 min) -> htmlcov/
 	@bash scripts/ensure-test-tools.sh
-	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage run -m pytest -p no:xdist -o addopts="--strict-markers -ra"
 	$(PY) -m coverage report
 	$(PY) -m coverage html
 
