@@ -84,6 +84,9 @@ class VertexConfig:
     dataflow_temp_location: str | None = None  # default: <pipeline_root>/tmp
     dataflow_machine_type: str = "n1-standard-4"
     dataflow_max_workers: int = 10
+    # The pipeline image is ~12 GB; Dataflow's default worker disk cannot hold it (TFX's own
+    # examples use 50 GB).
+    dataflow_disk_size_gb: int = 50
     # Trainer on Vertex AI Training.
     training_machine_type: str = "n1-standard-8"
     training_accelerator_type: str | None = None  # e.g. NVIDIA_TESLA_T4
@@ -139,6 +142,7 @@ class VertexConfig:
                 f"not a service account email: {self.service_account!r}",
             )
         _require(self.dataflow_max_workers > 0, "vertex.dataflow_max_workers", "must be positive")
+        _require(self.dataflow_disk_size_gb >= 30, "vertex.dataflow_disk_size_gb", "must be at least 30 (the image is ~12 GB)")
         _require(
             (self.training_accelerator_type is None) == (self.training_accelerator_count == 0),
             "vertex.training_accelerator_count",
@@ -210,6 +214,7 @@ class VertexConfig:
             f"--temp_location={self.dataflow_temp_location or self.pipeline_root.rstrip('/') + '/tmp'}",
             f"--machine_type={self.dataflow_machine_type}",
             f"--max_num_workers={self.dataflow_max_workers}",
+            f"--disk_size_gb={self.dataflow_disk_size_gb}",
             # Workers run the pipeline image, so they have this package and the pinned set.
             f"--sdk_container_image={self.image}",
             "--experiments=use_runner_v2",

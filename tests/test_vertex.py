@@ -94,6 +94,7 @@ def test_dataflow_args_reach_every_beam_component(compiled):
             "--temp_location=gs://my-bucket/tfx/tmp",
             "--machine_type=n1-highmem-4",
             "--max_num_workers=7",
+            "--disk_size_gb=50",  # the ~12 GB image needs more than Dataflow's default disk
             f"--sdk_container_image={SETTINGS['image']}",
             f"--service_account_email={SETTINGS['service_account']}",
         ):
@@ -251,6 +252,7 @@ def test_dry_run_cli_prints_the_request(tmp_path, capsys):
         ({"schedule_cron": "CRON_TZ=Mars/Olympus 0 3 * * *"}, "vertex.schedule_cron: unknown time zone 'Mars/Olympus'"),
         ({"schedule_cron": "CRON_TZ=Europe/Paris 0 3 * *"}, "vertex.schedule_cron: not a 5-field"),
         ({"endpoint_name": ""}, "vertex.endpoint_name: is empty"),
+        ({"dataflow_disk_size_gb": 10}, "vertex.dataflow_disk_size_gb: must be at least 30"),
         ({"hparams": {"dropout": 2}}, "vertex.hparams"),
         ({"colour": "blue"}, "vertex: unknown settings: colour"),
     ],
