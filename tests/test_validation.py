@@ -37,7 +37,13 @@ def test_natural_variation_between_blocks_of_real_data_is_not_drift(schema, data
     for before, after in zip(blocks, blocks[1:]):
         found, measured = V.compare(after, before, schema)
         assert found == []
-        assert {m.feature for m in measured} == {"payment_type", "company", "trip_start_hour", "trip_start_day"}
+        assert {m.feature for m in measured} == {
+            "payment_type",
+            "company",
+            "trip_start_hour",
+            "trip_start_day",
+            "dropoff_community_area",
+        }
 
 
 def test_a_shifted_mix_is_drift_and_names_feature_and_measure(schema, data):
