@@ -19,6 +19,28 @@ def sample_rows() -> list[dict]:
 
 
 @pytest.fixture(scope="session")
+def exported_model(transformed_sample, tmp_path_factory):
+    """(SavedModel dir, the Keras model's own predictions on the sample): a model trained a
+    little on the transformed sample and exported as the Trainer exports it."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from helpers import batch
+    from modules.hparams import HParams
+    from modules.model import build_model
+    from modules.trainer import export_serving_model
+
+    rows, graph_dir = transformed_sample
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(HParams(dropout=0.0))
+    features, labels = batch(rows)
+    model.fit(features, labels, batch_size=64, epochs=3, verbose=0)  # weights that matter
+    export_dir = str(tmp_path_factory.mktemp("model"))
+    export_serving_model(model, tft.TFTransformOutput(graph_dir), export_dir)
+    return export_dir, model.predict(features, verbose=0)[:, 0]
+
+
+@pytest.fixture(scope="session")
 def transformed_sample(sample_rows, tmp_path_factory):
     """(transformed rows, transform graph dir) for `sample_rows`."""
     out = tmp_path_factory.mktemp("transform_graph")

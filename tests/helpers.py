@@ -57,6 +57,14 @@ def read_rows(n: int, start: int = 0) -> list[dict]:
     return rows
 
 
+def batch(rows: list[dict]):
+    """Transformed rows -> (features by name, labels) as numpy arrays, for Keras."""
+    import numpy as np
+
+    features = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != F.LABEL_KEY}
+    return features, np.array([r[F.LABEL_KEY] for r in rows])
+
+
 def to_example(row: dict, drop: tuple[str, ...] = ()) -> bytes:
     """One row as a serialized tf.Example; missing values are left out, as CsvExampleGen does."""
     feature = {}

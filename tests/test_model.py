@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import batch
 from modules import features as F
 from modules.hparams import HParams
 from modules.model import build_model
@@ -13,11 +13,6 @@ from modules.trainer import fit_steps
 
 # They share one tf.Transform analysis of sample rows (a session fixture): one worker.
 pytestmark = pytest.mark.xdist_group("transform-sample")
-
-
-def batch(rows):
-    features = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != F.LABEL_KEY}
-    return features, np.array([r[F.LABEL_KEY] for r in rows])
 
 
 def test_training_steps_reduce_the_loss(transformed_sample):

@@ -6,30 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-from test_model import batch
 
 from helpers import dense_columns, to_example
 from modules import features as F
 from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE
-from modules.hparams import HParams
-from modules.model import build_model
-from modules.trainer import export_serving_model
 
 # They share one tf.Transform analysis of sample rows (a session fixture): one worker.
 pytestmark = pytest.mark.xdist_group("transform-sample")
 
 
 @pytest.fixture(scope="module")
-def exported(transformed_sample, tmp_path_factory):
-    rows, graph_dir = transformed_sample
-    tf.keras.utils.set_random_seed(1)
-    model = build_model(HParams(dropout=0.0))
-    features, labels = batch(rows)
-    model.fit(features, labels, batch_size=64, epochs=3, verbose=0)  # weights that matter
-    export_dir = str(tmp_path_factory.mktemp("model"))
-    export_serving_model(model, tft.TFTransformOutput(graph_dir), export_dir)
-    expected = model.predict(features, verbose=0)[:, 0]
+def exported(exported_model):
+    export_dir, expected = exported_model
     return tf.saved_model.load(export_dir), expected
 
 
