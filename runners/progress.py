@@ -75,8 +75,8 @@ class Progress:
             self._report()
             if time.monotonic() - self.last_line >= self.every:
                 running = [name for name, state in self._seen.items() if state == "running"]
-                what = ", ".join(f"{self._names[i]} ({time.monotonic() - self._started[i]:.0f} s)" for i in running)
-                self.say(f"{what} running" if what else "starting components")
+                what = ", ".join(f"{self._names[i]} running ({time.monotonic() - self._started[i]:.0f} s)" for i in running)
+                self.say(what or "starting components")
 
     def _report(self) -> None:
         try:
