@@ -125,21 +125,21 @@ def s2_rerun(story, s1_first) -> Step:
 LR_SPAN2 = 0.001
 
 
+def s3_span2_cfg(story: Story) -> configs.PipelineConfig:
+    """Span 2's configuration: what an unchanged daily run uses from then on."""
+    return story.config(hparams=HPARAMS.replace(learning_rate=LR_SPAN2))
+
+
 @pytest.fixture(scope="session")
 def s3_span2(story, s2_rerun) -> Step:
     write_span(story.data, 2)
-    return story.run("s3", story.config(hparams=HPARAMS.replace(learning_rate=LR_SPAN2)))
+    return story.run("s3", s3_span2_cfg(story))
 
 
 @pytest.fixture(scope="session")
 def s5_drift(story, s3_span2) -> Step:
     write_span(story.data, 3, frame=drifted(3))
     return story.reject("s5", s3_span2_cfg(story))
-
-
-def s3_span2_cfg(story: Story) -> configs.PipelineConfig:
-    """Span 2's configuration: what an unchanged daily run uses."""
-    return story.config(hparams=HPARAMS.replace(learning_rate=LR_SPAN2))
 
 
 @pytest.fixture(scope="session")
