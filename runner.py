@@ -91,6 +91,7 @@ EXAMPLES = {
     "submit": """examples:
   runner.py vertex submit --config vertex.json --dry-run
   runner.py vertex submit --config vertex.json --wait
+  runner.py vertex submit --config vertex.json --accept-anomalies payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES
   runner.py vertex submit --config vertex.json --schedule-cron 'TZ=Europe/Paris 0 3 * * *'""",
 }
 
@@ -327,6 +328,13 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
     from runners import vertex
 
     vcfg = _vertex_config(args)
+    accept = tuple(args.accept_anomalies or ())
+    from pipeline.validation import parse_accept
+
+    try:
+        parse_accept(accept)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     credentials = None
     if not args.dry_run:
         # Before anything is compiled or sent: no credentials is one line, not a traceback.
@@ -344,10 +352,10 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         from google.auth.credentials import AnonymousCredentials
 
-        job = vertex.build_job(vcfg, spec, credentials=AnonymousCredentials())
+        job = vertex.build_job(vcfg, spec, credentials=AnonymousCredentials(), accept_anomalies=accept)
         print(json.dumps(vertex.job_request(vcfg, job), indent=2, sort_keys=True))
         return 0
-    job = vertex.submit(vcfg, vertex.build_job(vcfg, spec, credentials=credentials), wait=args.wait)
+    job = vertex.submit(vcfg, vertex.build_job(vcfg, spec, credentials=credentials, accept_anomalies=accept), wait=args.wait)
     print(getattr(job, "resource_name", job))
     return 0
 
@@ -493,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--spec", help="submit this compiled spec instead of compiling")
             p.add_argument("--dry-run", action="store_true", help="print the exact job request instead of sending it")
             p.add_argument("--wait", action="store_true", help="wait for the run to finish, streaming its state")
+            p.add_argument(
+                "--accept-anomalies",
+                nargs="+",
+                metavar="FEATURE[:KIND]",
+                help="let the data gate pass these anomalies in this run (the job's accept_anomalies parameter)",
+            )
     return parser
 
 

@@ -189,6 +189,8 @@ class PipelineConfig:
       train_window_spans: the rolling window, in spans.
       accept_anomalies: anomalies the operator accepts for this run (FEATURE, FEATURE:KIND or
         *); anything else the data gate finds stops the run before Transform.
+      accept_at_run_time: compile `accept_anomalies` as the pipeline's runtime parameter
+        ACCEPT_PARAMETER (its default), so each Vertex AI run can set it without recompiling.
       gate_limits: the data gate's limits beyond the schema (schemas/limits.json, as JSON):
         numeric decile shifts, the label's rate, examples per class, repeated rows. Empty:
         the schema's checks only.
@@ -215,6 +217,7 @@ class PipelineConfig:
     continuous_training: bool = True
     train_window_spans: int = 3
     accept_anomalies: tuple[str, ...] = ()
+    accept_at_run_time: bool = False
     gate_limits: str = ""
 
     def __post_init__(self) -> None:

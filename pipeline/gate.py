@@ -19,6 +19,7 @@ from typing import Any
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.dsl.io import fileio
+from tfx.orchestration import data_types
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
@@ -62,7 +63,7 @@ class Executor(base_executor.BaseExecutor):
         current = input_dict["statistics"][0]
         span = span_of(input_dict["examples"][0])
         schema = V.load_schema(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict["schema"])))
-        accept = tuple(json.loads(exec_properties.get("accept") or "[]"))
+        accept = accepted_anomalies(exec_properties.get("accept") or "[]")
         splits = artifact_utils.decode_split_names(current.split_names)
 
         limits = D.Limits.from_json(exec_properties["limits"]) if exec_properties.get("limits") else None
@@ -125,6 +126,18 @@ class Executor(base_executor.BaseExecutor):
             logger.warning("data gate: %d anomalies accepted by the operator:\n%s", len(accepted), V.format_rows(accepted))
 
 
+def accepted_anomalies(value: str) -> tuple[str, ...]:
+    """The `accept` property: a JSON list of FEATURE, FEATURE:KIND or *. On Vertex AI it is a
+    runtime parameter typed by the operator, so a malformed one is a clear error."""
+    try:
+        items = json.loads(value)
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError("not a JSON list of strings")
+        return V.parse_accept(items)
+    except ValueError as e:
+        raise ValueError(f"accept_anomalies: {e}: {value!r} (expected e.g. [\"fare\", \"company:ENUM_TYPE_UNEXPECTED_STRING_VALUES\"])") from None
+
+
 def _as_anomalies(rows: list[dict]):
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
@@ -177,10 +190,12 @@ class DataGate(base_component.BaseComponent):
         schema,
         anomalies,
         reference=None,
-        accept: tuple[str, ...] = (),
+        accept: tuple[str, ...] | data_types.RuntimeParameter = (),
         limits: str = "",
         input_pattern: str = "",
     ):
+        """`accept`: the anomalies accepted, or a RuntimeParameter (a JSON list set per run, on
+        Vertex AI: `vertex submit --accept-anomalies`)."""
         super().__init__(
             DataGateSpec(
                 examples=examples,
@@ -188,7 +203,7 @@ class DataGate(base_component.BaseComponent):
                 schema=schema,
                 anomalies=anomalies,
                 reference=reference,
-                accept=json.dumps(sorted(accept)),
+                accept=accept if isinstance(accept, data_types.RuntimeParameter) else json.dumps(sorted(accept)),
                 limits=limits,
                 input_pattern=input_pattern,
                 result=types.Channel(type=DataGateResult),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 
 # TFX's public API is `from tfx import v1 as tfx`, but tfx.v1 imports every extension (the AI
@@ -22,6 +23,7 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
@@ -35,6 +37,9 @@ from pipeline.eval_config import build_eval_config
 
 # User code that Transform and Trainer load by module path (installed with this package, or
 # baked into the container image on Vertex).
+# The runtime parameter of a compiled (Vertex AI) pipeline that carries the accepted anomalies.
+ACCEPT_PARAMETER = "accept_anomalies"
+
 PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
 RUN_FN = "modules.trainer.run_fn"
 
@@ -125,12 +130,15 @@ def create_pipeline(
         reference = resolvers.earlier_pass_resolver(example_gen.outputs["examples"], DATA_GATE).with_id(DRIFT_REFERENCE_RESOLVER)
         history["reference"] = reference.outputs["verdicts"]
         nodes.append(reference)
+    accept = cfg.accept_anomalies
+    if cfg.accept_at_run_time:
+        accept = data_types.RuntimeParameter(name=ACCEPT_PARAMETER, ptype=str, default=json.dumps(sorted(accept)))
     gate = data_gate.DataGate(
         examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
         schema=schema,
         anomalies=example_validator.outputs["anomalies"],
-        accept=cfg.accept_anomalies,
+        accept=accept,
         limits=cfg.gate_limits,
         input_pattern=cfg.input_pattern,
         **history,

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modules.hparams import HParams
-from pipeline.configs import PIPELINE_NAME, ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
+from pipeline.configs import PIPELINE_NAME, SPAN_PATTERN, ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
 from pipeline.data_checks import read_limits_text
 
 # Where the Dockerfile puts the repository inside the pipeline image.
@@ -79,6 +79,9 @@ class VertexConfig:
     bigquery_query: str | None = None
     data_root: str | None = None
     schema_path: str = f"{IMAGE_WORKDIR}/schemas/schema.pbtxt"  # inside the image
+    # The layout of data_root: each run ingests the newest span-N/ folder (TFX's {SPAN}); null
+    # for a flat folder of CSV files read whole every run.
+    span_pattern: str | None = SPAN_PATTERN
     # Beam on Dataflow for ExampleGen, StatisticsGen, Transform and Evaluator.
     dataflow_region: str | None = None  # default: region
     dataflow_temp_location: str | None = None  # default: <pipeline_root>/tmp
@@ -251,6 +254,7 @@ class VertexConfig:
             pipeline_name=self.pipeline_name,
             pipeline_root=root,
             data_root=self.data_root or "",
+            span_pattern=self.span_pattern if self.data_root else None,
             bigquery_query=self.bigquery_query,
             schema_path=self.schema_path,
             serving_model_dir=self.serving_model_dir or f"{root}/serving",
@@ -264,6 +268,8 @@ class VertexConfig:
             # Rolling windows and warm start resolve inputs across runs with resolver strategies
             # the Vertex compiler does not support; the data gate still runs.
             continuous_training=False,
+            # Accepting anomalies is a decision per run: a runtime parameter of the PipelineJob.
+            accept_at_run_time=True,
             # The limits baked into the image beside the schema, read here from the checkout
             # that builds it and compiled into the spec.
             gate_limits=read_limits_text(LOCAL_SCHEMA),
@@ -283,13 +289,29 @@ def compile_pipeline(vcfg: VertexConfig, output_path: str) -> str:
         output_dir=output_dir,
         output_filename=filename,
     )
-    runner.run(create_pipeline(vcfg.pipeline_config()), write_out=True)
+    from pipeline.pipeline import ACCEPT_PARAMETER
+
+    # Every runtime parameter has its default in the spec (the runtime config), or Vertex AI
+    # would require it on every run.
+    runner.run(create_pipeline(vcfg.pipeline_config()), parameter_values={ACCEPT_PARAMETER: "[]"}, write_out=True)
     return os.path.join(output_dir, filename)
 
 
-def build_job(vcfg: VertexConfig, spec_path: str, credentials=None):
-    """The aiplatform PipelineJob for a compiled spec. Makes no network call."""
+def build_job(vcfg: VertexConfig, spec_path: str, credentials=None, accept_anomalies: tuple[str, ...] = ()):
+    """The aiplatform PipelineJob for a compiled spec. Makes no network call.
+
+    `accept_anomalies`: what the data gate accepts in this run only (FEATURE, FEATURE:KIND or
+    *), passed as the spec's runtime parameter: no recompilation, no new image.
+    """
     from google.cloud import aiplatform
+
+    from pipeline.pipeline import ACCEPT_PARAMETER
+    from pipeline.validation import parse_accept
+
+    try:
+        accept = parse_accept(accept_anomalies)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     if not os.path.isfile(spec_path):
         raise ConfigError(f"spec: no compiled pipeline at {spec_path} (run 'vertex compile' first)")
@@ -301,27 +323,54 @@ def build_job(vcfg: VertexConfig, spec_path: str, credentials=None):
         location=vcfg.region,
         enable_caching=vcfg.enable_cache,
         credentials=credentials,
+        parameter_values={ACCEPT_PARAMETER: json.dumps(sorted(accept))} if accept else None,
     )
 
 
-def job_request(vcfg: VertexConfig, job) -> dict[str, Any]:
-    """The CreatePipelineJob request that `submit` sends, as a dict (for --dry-run)."""
+class _Captured(Exception):
+    def __init__(self, request):
+        self.request = request
+
+
+def _schedule_request(vcfg: VertexConfig, job) -> dict[str, Any]:
+    """The CreateScheduleRequest that `submit` sends for a schedule: `submit` itself runs, and
+    the request is taken at the ScheduleService transport instead of being sent."""
+    from google.cloud.aiplatform_v1.services.schedule_service.transports.grpc import ScheduleServiceGrpcTransport
     from google.protobuf import json_format
 
+    def capture(request, *args, **kwargs):
+        raise _Captured(request)
+
+    original = ScheduleServiceGrpcTransport.create_schedule
+    ScheduleServiceGrpcTransport.create_schedule = property(lambda self: capture)  # type: ignore[method-assign,assignment]
+    try:
+        submit(vcfg, job)
+    except _Captured as sent:
+        return json_format.MessageToDict(type(sent.request).pb(sent.request))
+    finally:
+        ScheduleServiceGrpcTransport.create_schedule = original  # type: ignore[method-assign]
+    raise RuntimeError("submit sent no CreateSchedule request")
+
+
+def job_request(vcfg: VertexConfig, job) -> dict[str, Any]:
+    """The request that `submit` sends, as a dict (for --dry-run): a CreatePipelineJobRequest,
+    or with schedule_cron the CreateScheduleRequest."""
+    from google.protobuf import json_format
+
+    if vcfg.schedule_cron:
+        return _schedule_request(vcfg, job)
     # `submit` sends `job._gca_resource` (the public property refuses before creation); copy it
     # and apply what submit applies, so the dry run shows the same request and changes nothing.
     pipeline_job = type(job._gca_resource)()
     pipeline_job._pb.CopyFrom(job._gca_resource._pb)
     if vcfg.service_account:
         pipeline_job.service_account = vcfg.service_account
-    request = {
-        "parent": f"projects/{vcfg.project}/locations/{vcfg.region}",
-        "pipeline_job_id": job.job_id,
-        "pipeline_job": json_format.MessageToDict(pipeline_job._pb),
-    }
-    if vcfg.schedule_cron:
-        request["schedule"] = {"cron": vcfg.schedule_cron, "display_name": f"{vcfg.pipeline_name}-schedule"}
-    return request
+    from google.cloud.aiplatform_v1 import CreatePipelineJobRequest
+
+    request = CreatePipelineJobRequest(
+        parent=f"projects/{vcfg.project}/locations/{vcfg.region}", pipeline_job_id=job.job_id, pipeline_job=pipeline_job
+    )
+    return json_format.MessageToDict(CreatePipelineJobRequest.pb(request))
 
 
 def submit(vcfg: VertexConfig, job, wait: bool = False):

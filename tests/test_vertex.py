@@ -168,6 +168,7 @@ def test_spec_matches_the_golden_file(compiled):
 
 def test_dry_run_is_the_request_submit_sends(compiled, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1 import CreatePipelineJobRequest
     from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
 
     path, _, _ = compiled
@@ -178,7 +179,8 @@ def test_dry_run_is_the_request_submit_sends(compiled, monkeypatch):
     sent = {}
 
     def fake_create(self, *, parent, pipeline_job, pipeline_job_id, **kwargs):
-        sent.update(parent=parent, pipeline_job_id=pipeline_job_id, pipeline_job=json_format.MessageToDict(pipeline_job._pb))
+        request = CreatePipelineJobRequest(parent=parent, pipeline_job=pipeline_job, pipeline_job_id=pipeline_job_id)
+        sent.update(json_format.MessageToDict(CreatePipelineJobRequest.pb(request)))
         created = type(pipeline_job)()
         created._pb.CopyFrom(pipeline_job._pb)
         created.name = f"{parent}/pipelineJobs/{pipeline_job_id}"
@@ -208,8 +210,10 @@ def test_dry_run_is_the_request_submit_sends(compiled, monkeypatch):
     assert gets == ["/b/my-bucket", "/b/my-bucket", "projects/my-project"]
     assert sent == dry
     assert sent["parent"] == "projects/my-project/locations/europe-west4"
-    assert sent["pipeline_job"]["serviceAccount"] == SETTINGS["service_account"]
-    assert sent["pipeline_job"]["runtimeConfig"]["gcsOutputDirectory"] == "gs://my-bucket/tfx"
+    assert sent["pipelineJob"]["serviceAccount"] == SETTINGS["service_account"]
+    assert sent["pipelineJob"]["runtimeConfig"]["gcsOutputDirectory"] == "gs://my-bucket/tfx"
+    # The spec's default for the runtime parameter: accept nothing.
+    assert sent["pipelineJob"]["runtimeConfig"]["parameters"] == {"accept_anomalies": {"stringValue": "[]"}}
 
 
 def test_dry_run_cli_prints_the_request(tmp_path, capsys):
@@ -223,9 +227,33 @@ def test_dry_run_cli_prints_the_request(tmp_path, capsys):
         == 0
     )
     request = json.loads(capsys.readouterr().out)
-    assert request["schedule"]["cron"] == "0 3 * * 1"
-    assert request["pipeline_job"]["pipelineSpec"]["pipelineInfo"]["name"] == "taxi-big-tipper"
+    # Exactly a CreateScheduleRequest (an unknown key would not parse), as submit builds it.
+    from google.cloud.aiplatform_v1 import CreateScheduleRequest
+
+    json_format.ParseDict(request, CreateScheduleRequest.pb(CreateScheduleRequest()))
+    assert request["parent"] == "projects/my-project/locations/europe-west4"
+    schedule = request["schedule"]
+    assert schedule["cron"] == "0 3 * * 1"
+    assert schedule["maxConcurrentRunCount"] == "1"
+    job = schedule["createPipelineJobRequest"]["pipelineJob"]
+    assert job["pipelineSpec"]["pipelineInfo"]["name"] == "taxi-big-tipper"
+    assert job["serviceAccount"] == SETTINGS["service_account"]
     assert spec.is_file()
+
+
+def test_accepted_anomalies_are_a_runtime_parameter_of_the_job(tmp_path, capsys):
+    config = tmp_path / "vertex.json"
+    config.write_text(json.dumps(SETTINGS))
+    argv = ["vertex", "submit", "--config", str(config), "--output", str(tmp_path / "p.json"), "--dry-run"]
+    assert runner.main([*argv, "--accept-anomalies", "payment_type", "fare:FEATURE_TYPE_LOW_NUMBER_PRESENT"]) == 0
+    job = json.loads(capsys.readouterr().out)["pipelineJob"]
+    accepted = json.loads(job["runtimeConfig"]["parameters"]["accept_anomalies"]["stringValue"])
+    assert accepted == ["fare:FEATURE_TYPE_LOW_NUMBER_PRESENT", "payment_type"]
+    # The compiled spec is unchanged: the gate reads the parameter at run time.
+    gate = job["pipelineSpec"]["root"]["dag"]["tasks"]["data_gate"]["inputs"]["parameters"]["accept"]
+    assert gate == {"componentInputParameter": "accept_anomalies"}
+    assert runner.main([*argv, "--accept-anomalies", "fare:not a kind"]) == 2
+    assert "'fare:not a kind' is not FEATURE, FEATURE:KIND or *" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
