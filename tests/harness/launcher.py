@@ -204,24 +204,38 @@ class Launcher:
         }
         # The launcher hands over a valid ExecutorInput: parse it as one.
         json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
-        serialized = json.dumps(executor_input)
-        log = []
+        log: list[str] = []
         steps = []
         if "lifecycle" in container and "preCacheCheck" in container["lifecycle"]:
             pre = container["lifecycle"]["preCacheCheck"]
-            steps.append(pre["command"] + pre["args"])
-        steps.append(container["command"] + container["args"])
-        for argv in steps:
+            steps.append(("preCacheCheck", pre["command"] + pre["args"]))
+        steps.append(("executor", container["command"] + container["args"]))
+        for step, argv in steps:
+            serialized = json.dumps(executor_input)
             argv = [serialized if a == "{{$}}" else a for a in argv]
             argv = [a for a in argv if not a.startswith(DATAFLOW_ONLY)]
-            if any(a.startswith("--project=") for a in argv) or "--executor_class_path" in argv:
+            if any(a.startswith("--project=") for a in argv):
                 argv += list(DIRECT_RUNNER)
             started = time.monotonic()
             proc = subprocess.run(argv, cwd=self.cwd, env=self.env, capture_output=True, text=True)
-            log.append(f"$ {' '.join(argv[:4])} ... ({time.monotonic() - started:.1f} s)\n{proc.stdout}\n{proc.stderr}")
+            log.append(f"$ {step}: {' '.join(argv[:3])} ({time.monotonic() - started:.1f} s)\n{proc.stdout}\n{proc.stderr}")
             run.logs[name] = "\n".join(log)
             if proc.returncode != 0:
                 raise TaskFailed(name, proc.returncode, run.logs[name])
+            if step == "preCacheCheck":
+                # The service takes the driver's parameters (ExampleGen: the resolved span, its
+                # pattern and fingerprint) into the task's inputs before the executor runs. A
+                # 2.0 spec's executor reads `parameters` only, so they are handed over there.
+                driver = self._read(f"{task_root}/executor_output.json")
+                for key, value in driver.get("parameterValues", {}).items():
+                    kind = "stringValue" if isinstance(value, str) else "intValue"
+                    executor_input["inputs"]["parameters"][key] = {kind: value if isinstance(value, str) else str(int(value))}
+                # And the output artifacts' metadata it computed (ExampleGen: span, version,
+                # fingerprint), which the executor does not set again.
+                for key, listed in driver.get("artifacts", {}).items():
+                    metadata = (listed.get("artifacts") or [{}])[0].get("metadata")
+                    if metadata:
+                        outputs[key]["artifacts"][0]["metadata"] = metadata
         output = self._read(f"{task_root}/executor_output.json")
         produced = {}
         for key, spec in outputs.items():
