@@ -13,6 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from modules import code
 from modules import features as F
 
 _MISSING_TOKEN = "__missing__"
@@ -84,8 +85,13 @@ def _hashed(key: str, x) -> tf.Tensor:
     return tf.where(present, ids + 1, tf.zeros_like(ids))
 
 
-def preprocessing_fn(inputs: dict) -> dict:
-    """tf.Transform callback: raw features -> transformed features and label."""
+def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
+    """tf.Transform callback: raw features -> transformed features and label.
+
+    `custom_config` (from the Transform component) carries the digest of the code the pipeline
+    was compiled from: it must be this code's.
+    """
+    code.check((custom_config or {}).get("module_fingerprint"), code.TRANSFORM_CODE)
     outputs: dict[str, tf.Tensor] = {}
     # The string form of each feature that crosses are built from.
     cross_tokens: dict[str, tf.Tensor] = {}

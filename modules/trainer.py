@@ -19,6 +19,7 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
+from modules import code
 from modules import features as F
 from modules.contract import PREDICTION_KEY, RAW_SCHEMA_FILE, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, serving_raw_spec
 from modules.hparams import HParams
@@ -208,6 +209,7 @@ def fit_steps(
 
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer callback: trains for `fn_args.train_steps` steps and exports the model."""
+    code.check(fn_args.custom_config.get("module_fingerprint"), code.TRAINER_CODE)
     hp = HParams.from_dict(fn_args.custom_config.get("hparams", {}))
     started = time.monotonic()
     keras.utils.set_random_seed(hp.seed)

@@ -175,8 +175,6 @@ class PipelineConfig:
       thresholds: blessing criteria.
       beam_pipeline_args: passed to every Beam-based component.
       enable_cache: reuse the outputs of component executions whose inputs are unchanged.
-      module_fingerprint: digest of the user code; part of the Transform and Trainer
-        configuration so that a code change invalidates their cache.
       vertex_training: run the Trainer on Vertex AI Training (None: in the pipeline's worker).
       vertex_endpoint: push to a Vertex AI endpoint (None: copy to serving_model_dir).
       span_pattern: when the input arrives as spans, the pattern of one span's files under
@@ -209,7 +207,6 @@ class PipelineConfig:
     thresholds: EvalThresholds = dataclasses.field(default_factory=EvalThresholds)
     beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
     enable_cache: bool = True
-    module_fingerprint: str = ""
     bigquery_query: str | None = None
     vertex_training: VertexTraining | None = None
     vertex_endpoint: VertexEndpoint | None = None

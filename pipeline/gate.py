@@ -135,7 +135,9 @@ def accepted_anomalies(value: str) -> tuple[str, ...]:
             raise ValueError("not a JSON list of strings")
         return V.parse_accept(items)
     except ValueError as e:
-        raise ValueError(f"accept_anomalies: {e}: {value!r} (expected e.g. [\"fare\", \"company:ENUM_TYPE_UNEXPECTED_STRING_VALUES\"])") from None
+        raise ValueError(
+            f'accept_anomalies: {e}: {value!r} (expected e.g. ["fare", "company:ENUM_TYPE_UNEXPECTED_STRING_VALUES"])'
+        ) from None
 
 
 def _as_anomalies(rows: list[dict]):

@@ -46,6 +46,13 @@ def property_value(message: Any, name: str) -> Any:
         if name in props:
             value = props[name]
             kind = value.WhichOneof("value")
+            if kind == "struct_value":
+                # How Vertex AI hands artifact metadata to an executor: a JSON value in a
+                # Struct, a scalar under TFX's "__value__" key.
+                from google.protobuf import json_format
+
+                decoded = json_format.MessageToDict(value.struct_value)
+                return decoded.get("__value__", decoded)
             return None if kind is None else getattr(value, kind)
     return None
 

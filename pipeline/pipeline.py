@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import pathlib
 
 # TFX's public API is `from tfx import v1 as tfx`, but tfx.v1 imports every extension (the AI
 # Platform one pulls in google-cloud-aiplatform): 2.4 s in every process. So this module imports
@@ -28,6 +26,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
+from modules import code
 from modules import features as F
 from pipeline import gate as data_gate
 from pipeline import pusher as idempotent_pusher
@@ -60,21 +59,10 @@ EVALUATOR = "evaluator"
 PUSHER = "pusher"
 
 
-# The user code each component runs: a change to a file re-runs only the components that
-# depend on it (editing model.py re-runs the Trainer, not Transform).
-TRANSFORM_CODE = ("features.py", "preprocessing.py")
-TRAINER_CODE = ("features.py", "contract.py", "hparams.py", "model.py", "trainer.py")
-
-
-def code_fingerprint(files: tuple[str, ...], root: str | None = None) -> str:
-    """Digest of these files under modules/ (or `root`): part of a component's configuration,
-    so that a code change invalidates its cached outputs."""
-    folder = pathlib.Path(root or pathlib.Path(F.__file__).parent)
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode())
-        digest.update((folder / name).read_bytes())
-    return digest.hexdigest()[:16]
+# The user code each component runs and its digest (modules/code.py).
+TRANSFORM_CODE = code.TRANSFORM_CODE
+TRAINER_CODE = code.TRAINER_CODE
+code_fingerprint = code.fingerprint
 
 
 def create_pipeline(
@@ -88,8 +76,8 @@ def create_pipeline(
       metadata_connection_config: ML Metadata connection for local runs; None lets the
         orchestrator provide one (Vertex).
     """
-    transform_code = cfg.module_fingerprint or code_fingerprint(TRANSFORM_CODE)
-    trainer_code = cfg.module_fingerprint or code_fingerprint(TRAINER_CODE)
+    transform_code = code_fingerprint(TRANSFORM_CODE)
+    trainer_code = code_fingerprint(TRAINER_CODE)
     output_config = example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in cfg.split_buckets],
@@ -209,11 +197,15 @@ def create_pipeline(
     if cfg.vertex_endpoint:
         from tfx.extensions.google_cloud_ai_platform.pusher.component import Pusher as VertexPusher
 
+        from pipeline import vertex_pusher
+
         pusher = VertexPusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             custom_config=cfg.vertex_endpoint.custom_config(),
         )
+        # Undeploys what no longer receives traffic after a push (pipeline/vertex_pusher.py).
+        pusher.executor_spec = executor_spec.ExecutorClassSpec(vertex_pusher.Executor)
     else:
         pusher = Pusher(
             model=trainer.outputs["model"],

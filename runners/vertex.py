@@ -342,13 +342,13 @@ def _schedule_request(vcfg: VertexConfig, job) -> dict[str, Any]:
         raise _Captured(request)
 
     original = ScheduleServiceGrpcTransport.create_schedule
-    ScheduleServiceGrpcTransport.create_schedule = property(lambda self: capture)  # type: ignore[method-assign,assignment]
+    ScheduleServiceGrpcTransport.create_schedule = property(lambda self: capture)
     try:
         submit(vcfg, job)
     except _Captured as sent:
         return json_format.MessageToDict(type(sent.request).pb(sent.request))
     finally:
-        ScheduleServiceGrpcTransport.create_schedule = original  # type: ignore[method-assign]
+        ScheduleServiceGrpcTransport.create_schedule = original
     raise RuntimeError("submit sent no CreateSchedule request")
 
 

@@ -48,8 +48,9 @@ def transformed_sample(sample_rows, tmp_path_factory):
 
 
 # Scheduling units, longest first: with two workers (pytest-xdist, --dist loadgroup) the story
-# of pipeline runs starts at once on one worker and everything else runs beside it.
-_ORDER = {"story": 0, "full": 1, "mariadb": 2, "transform-sample": 3}
+# of pipeline runs and the compiled Vertex spec's executions start at once, one per worker, and
+# everything else fills in beside them.
+_ORDER = {"vertex-exec": 0, "story": 1, "full": 2, "mariadb": 3, "transform-sample": 4}
 
 
 def pytest_collection_modifyitems(config, items):

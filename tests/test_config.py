@@ -221,3 +221,16 @@ def test_the_store_can_be_named_once_in_the_environment(tmp_path):
     code = f"import runner, sys; runner.main(['runs']); print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_code_other_than_the_compiled_code_refuses_to_run():
+    """On Vertex AI the spec is compiled from a checkout and runs the image's code: when the two
+    differ, Transform and the Trainer stop instead of reusing cached outputs of other code."""
+    from modules import code, preprocessing, trainer
+
+    code.check(code.fingerprint(code.TRANSFORM_CODE), code.TRANSFORM_CODE)  # the same code runs
+    with pytest.raises(code.CodeMismatch, match=r"compiled from modules@0000000000000000 but this image runs modules@\w{16}"):
+        preprocessing.preprocessing_fn({}, custom_config={"module_fingerprint": "0" * 16})
+    fn_args = type("FnArgs", (), {"custom_config": {"module_fingerprint": "1" * 16}})()
+    with pytest.raises(code.CodeMismatch, match="modules@1111111111111111"):
+        trainer.run_fn(fn_args)

@@ -18,9 +18,9 @@ import time
 
 import pytest
 import requests
-
 from harness import gcs_emulator, image, launcher
-from helpers import ROOT, free_port, span_rows
+
+from helpers import free_port, span_rows
 from runners import vertex
 
 pytestmark = [pytest.mark.vertex, pytest.mark.e2e, pytest.mark.xdist_group("vertex-exec")]
@@ -40,9 +40,20 @@ class Cloud:
         ca_bundle = gcs_emulator.make_certificates(str(root / "certs"))
         self.log = open(root / "gcs.log", "w")
         self.gcs = subprocess.Popen(
-            [sys.executable, str(SITE.parent / "gcs_emulator.py"), "--port", str(port), "--proxy-port", str(proxy_port),
-             "--certs", str(root / "certs"), "--bucket", BUCKET],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                str(SITE.parent / "gcs_emulator.py"),
+                "--port",
+                str(port),
+                "--proxy-port",
+                str(proxy_port),
+                "--certs",
+                str(root / "certs"),
+                "--bucket",
+                BUCKET,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.image = image.build(root / "image")
         self.vertex_dir = root / "vertex"
@@ -115,5 +126,123 @@ def test_the_compiled_pipeline_runs_task_by_task_on_gcs(first_run, job):
     examples = first_run.outputs["example_gen"]["examples"][0]
     assert examples.uri.startswith(f"gs://{BUCKET}/tfx/")
     # ExampleGen's driver (the preCacheCheck step) resolved the newest span folder.
-    assert examples.metadata["span"] == 1
+    assert examples.metadata["custom:span"] == 1
     assert first_run.outputs["evaluator"]["blessing"][0].metadata["blessed"] == 1
+
+
+def test_training_and_deployment_go_through_vertex_ai(first_run, cloud, job):
+    """The Trainer ran as a Vertex AI CustomJob in the pipeline image; the Pusher uploaded the
+    model with this project's serving image and deployed it on dedicated machines."""
+    (created,) = cloud.requests("CreateCustomJob")
+    pool = created["request"]["customJob"]["jobSpec"]["workerPoolSpecs"][0]
+    assert pool["containerSpec"]["imageUri"] == "europe-west4-docker.pkg.dev/my-project/tfx/taxi:1.0"
+    assert pool["machineSpec"]["machineType"] == "n1-standard-8"
+    (upload,) = cloud.requests("upload_model")
+    model = upload["request"]["model"]
+    assert model["containerSpec"]["imageUri"] == "europe-west4-docker.pkg.dev/my-project/tfx/taxi-serving:1.0"
+    assert model["artifactUri"].startswith(f"gs://{BUCKET}/tfx/")
+    (deploy,) = cloud.requests("deploy_model")
+    resources = deploy["request"]["deployedModel"]["dedicatedResources"]
+    assert resources["machineSpec"]["machineType"] == "n1-standard-2"
+    assert (resources["minReplicaCount"], resources["maxReplicaCount"]) == (1, 2)
+
+
+def serve(cloud, model_uri: str, tmp_path) -> tuple[subprocess.Popen, str]:
+    """The serving image's entrypoint, started as Vertex AI starts it for a deployed model."""
+    port = free_port()
+    route = "/v1/endpoints/1002/deployedModels/1004"
+    env = dict(
+        cloud.env,
+        AIP_HTTP_PORT=str(port),
+        AIP_PREDICT_ROUTE=route + ":predict",
+        AIP_HEALTH_ROUTE=route,
+        AIP_STORAGE_URI=model_uri,
+        AIP_DEPLOYED_MODEL_ID="1004",
+    )
+    log = open(tmp_path / "serving.log", "w")
+    proc = subprocess.Popen(
+        [str(cloud.image.python), "-m", "serving.vertex"], cwd=cloud.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}{route}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "serving.log").read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def test_the_deployed_model_answers_from_gcs(first_run, cloud, tmp_path):
+    """The model the Pusher uploaded (its artifactUri on gs://) served by the serving image's
+    entrypoint answers the README's request."""
+    from test_serving_e2e import readme_request_body
+
+    (upload,) = cloud.requests("upload_model")
+    proc, url = serve(cloud, upload["request"]["model"]["artifactUri"], tmp_path)
+    try:
+        body = readme_request_body()
+        r = requests.post(url + ":predict", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        predictions = r.json()["predictions"]
+        assert len(predictions) == len(body["instances"])
+        assert all(0.0 <= float(p) <= 1.0 for p in predictions)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def anomalous_span(span: int):
+    """A span whose payment types are half unknown to the schema (an ENUM anomaly)."""
+    frame = span_rows(span)
+    half = frame.index[: len(frame) // 2]
+    frame.loc[half, "payment_type"] = "Bitcoin"
+    return frame
+
+
+@pytest.fixture(scope="session")
+def rejected_run(first_run, cloud, job):
+    cloud.put_span(2, anomalous_span(2))
+    with pytest.raises(launcher.TaskFailed) as failed:
+        cloud.launcher.run(job)
+    return failed.value
+
+
+def test_the_gate_stops_a_bad_span_on_vertex(rejected_run):
+    assert rejected_run.task == "data_gate"
+    assert "payment_type" in rejected_run.log and "ENUM_TYPE_UNEXPECTED_STRING_VALUES" in rejected_run.log
+    assert "Transform" not in rejected_run.log
+
+
+@pytest.fixture(scope="session")
+def accepted_run(rejected_run, cloud, job):
+    """The same span, re-run with the anomaly accepted as the job's runtime parameter (what
+    `vertex submit --accept-anomalies` sets): same spec, same image."""
+    accept = json.dumps(["payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES"])
+    return cloud.launcher.run(job, parameter_values={"accept_anomalies": accept})
+
+
+def test_an_accepted_anomaly_passes_as_a_runtime_parameter(accepted_run):
+    assert accepted_run.outputs["example_gen"]["examples"][0].metadata["custom:span"] == 2
+    gate = accepted_run.outputs["data_gate"]["result"][0]
+    assert gate.metadata["accepted_anomalies"] == 2  # the unknown payment type, in each split
+    assert "pusher" in accepted_run.executed
+
+
+def test_the_second_run_compares_with_the_first_and_leaves_one_deployment(accepted_run, first_run, cloud):
+    """The baseline resolver found the first run's blessed model; whatever the verdict, the
+    endpoint ends with one deployment: the new model (the first one, idle, undeployed) or the
+    first model (nothing pushed)."""
+    baseline = accepted_run.outputs["latest_blessed_model_resolver-model-resolver"]["model"]
+    assert [m.name for m in baseline] == [first_run.outputs["trainer"]["model"][0].name]
+    state = json.loads((cloud.vertex_dir / "state.json").read_text())
+    (endpoint,) = (json.loads(e) for e in state["endpoints"].values())
+    (deployed,) = endpoint["deployedModels"]
+    models = [json.loads(m) for m in state["models"].values()]
+    if accepted_run.outputs["evaluator"]["blessing"][0].metadata["blessed"]:
+        assert deployed["model"] == accepted_run.outputs["pusher"]["pushed_model"][0].metadata["pushed_destination"]
+        assert len(models) == 2 and len(cloud.requests("undeploy_model")) == 1
+    else:
+        assert len(models) == 1 and deployed["model"] == models[0]["name"]

@@ -93,8 +93,12 @@ def build(root: pathlib.Path, base_python: str = sys.executable, uv: str | None 
             for src in sources:
                 path = REPO / src
                 if path.is_dir():
-                    shutil.copytree(path, target if len(sources) == 1 and not dest.endswith("/") else target / src,
-                                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+                    shutil.copytree(
+                        path,
+                        target if len(sources) == 1 and not dest.endswith("/") else target / src,
+                        ignore=shutil.ignore_patterns("__pycache__"),
+                        dirs_exist_ok=True,
+                    )
                 else:
                     target.mkdir(parents=True, exist_ok=True) if dest.endswith("/") else None
                     shutil.copy2(path, target / path.name if dest.endswith("/") else target)

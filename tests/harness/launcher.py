@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 import re
 import subprocess
 import time
@@ -30,8 +29,16 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 # Beam args that only make sense on Dataflow; the rest (project, temp_location, ...) are kept.
-DATAFLOW_ONLY = ("--runner=", "--region=", "--machine_type=", "--max_num_workers=", "--disk_size_gb=",
-                 "--sdk_container_image=", "--experiments=", "--service_account_email=")
+DATAFLOW_ONLY = (
+    "--runner=",
+    "--region=",
+    "--machine_type=",
+    "--max_num_workers=",
+    "--disk_size_gb=",
+    "--sdk_container_image=",
+    "--experiments=",
+    "--service_account_email=",
+)
 DIRECT_RUNNER = ("--runner=DirectRunner", "--direct_num_workers=1", "--no_auth")
 
 
@@ -130,7 +137,9 @@ class Launcher:
         self.store = store or MetadataStore()
         self._runs = itertools.count(1)
 
-    def run(self, job: Mapping[str, Any], parameter_values: Mapping[str, Any] | None = None, stop_after: str | None = None) -> Run:
+    def run(
+        self, job: Mapping[str, Any], parameter_values: Mapping[str, Any] | None = None, stop_after: str | None = None
+    ) -> Run:
         """Runs every task of `job` (the PipelineJob JSON `vertex compile` writes). Raises
         TaskFailed with the task's log when one fails, as the job would fail on Vertex."""
         spec = job["pipelineSpec"]

@@ -104,6 +104,9 @@ def install(directory: str) -> None:
         name = f"{request.parent}/models/{_next_id(state)}"
         model = v1.Model(request.model)
         model.name = name
+        # What the service sets for a model served by a custom container: it can only be
+        # deployed on dedicated machines (the SDK reads this to build the deployment).
+        model.supported_deployment_resources_types = [v1.Model.DeploymentResourcesType.DEDICATED_RESOURCES]
         state["models"][name] = type(model).to_json(model)
         return _operation(v1.UploadModelResponse(model=name))
 
@@ -127,6 +130,8 @@ def install(directory: str) -> None:
     def deploy_model(request: v1.DeployModelRequest, state):
         endpoint = v1.Endpoint.from_json(state["endpoints"][request.endpoint])
         deployed = v1.DeployedModel(request.deployed_model)
+        if not deployed.dedicated_resources.machine_spec.machine_type:
+            raise ValueError(f"DeployModel: {deployed.model} supports only dedicated resources (no machine_spec sent)")
         deployed.id = _next_id(state)
         endpoint.deployed_models.append(deployed)
         split = {k: v for k, v in request.traffic_split.items() if k != "0"}
@@ -143,7 +148,9 @@ def install(directory: str) -> None:
             raise KeyError(f"no deployed model {request.deployed_model_id} on {request.endpoint}")
         del endpoint.deployed_models[:]
         endpoint.deployed_models.extend(kept)
-        endpoint.traffic_split = dict(request.traffic_split) or {k: v for k, v in endpoint.traffic_split.items() if k != request.deployed_model_id}
+        endpoint.traffic_split = dict(request.traffic_split) or {
+            k: v for k, v in endpoint.traffic_split.items() if k != request.deployed_model_id
+        }
         state["endpoints"][request.endpoint] = v1.Endpoint.to_json(endpoint)
         return _operation(v1.UndeployModelResponse())
 
