@@ -68,7 +68,8 @@ EXAMPLES = {
   runner.py lineage 42 --downstream                     # an artifact id""",
     "compare": """examples:
   runner.py compare                                     # the served model vs the one before
-  runner.py compare 1795322187 1795300000""",
+  runner.py compare 1795322187 1795300000
+  runner.py compare --slice overall --slice payment_type   # the overall and payment-type slices""",
     "validate": """examples:
   runner.py validate --data todays_batch.csv
   runner.py validate --data requests.jsonl --json       # what serve --request-log wrote""",
@@ -164,7 +165,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ops import render
 
-    result = _metadata(args).compare(args.model_a, args.model_b)
+    try:
+        result = _metadata(args).compare(args.model_a, args.model_b, slices=args.slice)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     return _emit(args, result, render.comparison)
 
 
@@ -219,6 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             key_columns=args.key_columns,
             input_format=args.format,
             beam_args=args.beam_args or batch.DEFAULT_BEAM_ARGS,
+            progress=sys.stderr,
         )
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
@@ -436,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = metadata_command("compare", cmd_compare, "two models' evaluations side by side, and what differed in their inputs")
     p.add_argument("model_a", nargs="?", help="pushed version or artifact id (default: the serving model)")
     p.add_argument("model_b", nargs="?", help="pushed version or artifact id (default: the one pushed before A)")
+    p.add_argument(
+        "--slice",
+        action="append",
+        metavar="FEATURE[=VALUE]",
+        help="only these slices (repeatable): a feature (every slice of it) or FEATURE=VALUE; 'overall' for the whole eval set",
+    )
 
     p = metadata_command("validate", cmd_validate, "skew: serving data or a request log against the served model's training data")
     p.add_argument(

@@ -23,7 +23,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from ml_metadata.proto.metadata_store_pb2 import Artifact
 
-from ops.evaluation import sliced_metrics
+from ops.evaluation import select_slices, sliced_metrics
 from ops.store import MetadataError
 from pipeline import lineage
 
@@ -345,10 +345,11 @@ class Metadata:
         walk(tree)
         return result
 
-    def compare(self, ref_a: str | None = None, ref_b: str | None = None) -> dict[str, Any]:
+    def compare(self, ref_a: str | None = None, ref_b: str | None = None, slices: list[str] | None = None) -> dict[str, Any]:
         """Evaluation metrics of two models side by side, and what differed in their inputs.
 
-        Default: the serving model (the newest pushed) and the one pushed before it.
+        Default: the serving model (the newest pushed) and the one pushed before it. `slices`:
+        keep only these ("overall", a feature for all its slices, or FEATURE=VALUE).
         """
         if ref_a is None or ref_b is None:
             pushed = self.pushed_models()
@@ -367,7 +368,7 @@ class Metadata:
             sides[label] = {
                 "artifact": artifact_dict(artifact),
                 "model_id": model.id,
-                "metrics": sliced_metrics(evaluation.uri) if evaluation else {},
+                "metrics": select_slices(sliced_metrics(evaluation.uri) if evaluation else {}, slices),
                 "inputs": self.training_inputs(model),
             }
         ia, ib = sides["a"]["inputs"], sides["b"]["inputs"]

@@ -9,14 +9,17 @@ score data of any size.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
 import os
+import threading
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import IO, Any
 
 import apache_beam as beam
 import tensorflow as tf
@@ -183,6 +186,59 @@ class RawFeatureModelHandler(ModelHandler):
         return "BeamML_TF_RawFeatures"
 
 
+class ProgressBar:
+    """Rows scored so far, shown on `out` (stderr) every `every` seconds as a bar against the
+    estimated total. Counts in this process: with the default in-memory DirectRunner."""
+
+    _lock = threading.Lock()
+    scored = 0
+
+    def __init__(self, total_estimate: int, out: IO[str], every: float = 2.0):
+        self.total, self.out, self.every = max(total_estimate, 1), out, every
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="predict-progress", daemon=True)
+        ProgressBar.scored = 0
+
+    @classmethod
+    def count(cls, result: PredictionResult) -> PredictionResult:
+        with cls._lock:
+            cls.scored += len(result.example.keys)
+        return result
+
+    def line(self) -> str:
+        done = ProgressBar.scored
+        share = min(done / self.total, 1.0)
+        elapsed = time.monotonic() - self.start
+        eta = f", ~{elapsed / share - elapsed:.0f} s left" if 0.02 < share < 1 else ""
+        bar = "#" * int(share * 30) + "." * (30 - int(share * 30))
+        return f"predict [{bar}] {share:4.0%} {done:,} of ~{self.total:,} rows, {elapsed:.0f} s{eta}"
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            print(self.line(), file=self.out, flush=True)
+
+    def __enter__(self) -> ProgressBar:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        print(self.line(), file=self.out, flush=True)
+
+
+def estimate_rows(files: Sequence[str], input_format: str) -> int:
+    """Rows in the input, estimated from the first 64 KB of the first file and the sizes."""
+    sizes = sum(tf.io.gfile.stat(f).length for f in files)
+    with tf.io.gfile.GFile(files[0], "rb") as f:
+        head = f.read(65536)
+    if input_format == "csv":
+        lines = head.count(b"\n") or 1
+        return max(int(sizes / (len(head) / lines)) - len(files), 1)
+    return max(sizes // 200, 1)  # tf.Examples of this width: ~200 bytes each
+
+
 def _to_csv(result: PredictionResult) -> str:
     """A scored RowBatch as one multi-line CSV text (WriteToText adds the last newline)."""
     out = io.StringIO()
@@ -200,8 +256,10 @@ def predict(
     input_format: str | None = None,
     batch_size: int = 2048,
     beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
+    progress: IO[str] | None = None,
 ) -> dict[str, str]:
-    """Scores `input_pattern` with the model in `model_dir`; returns the output file prefixes."""
+    """Scores `input_pattern` with the model in `model_dir`; returns the output file prefixes.
+    `progress`: where to show a progress bar (rows scored against the estimated total)."""
     dtypes = input_dtypes(tf.saved_model.load(model_dir).signatures[SERVING_RAW_SIGNATURE])
     files = tf.io.gfile.glob(input_pattern)
     if not files:
@@ -224,7 +282,8 @@ def predict(
     dead_prefix = os.path.join(output_dir, DEAD_LETTER)
     handler = RawFeatureModelHandler(model_dir)
 
-    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+    bar = ProgressBar(estimate_rows(files, input_format), progress) if progress is not None else contextlib.nullcontext()
+    with bar, beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         if input_format == "csv":
             records = p | "Read" >> beam.io.ReadFromText(input_pattern)
             parse = ParseCsvBatch(header, dtypes, key_columns)
@@ -239,6 +298,7 @@ def predict(
         _ = (
             parsed.rows
             | "RunInference" >> RunInference(handler)
+            | "Count" >> beam.Map(ProgressBar.count)
             | "Format" >> beam.Map(_to_csv)
             | "WritePredictions"
             >> beam.io.WriteToText(predictions_prefix, file_name_suffix=".csv", header=",".join([*key_columns, "probability"]))

@@ -336,7 +336,9 @@ def browser(tmp_path_factory):
         "--disable-component-update",
         "--disable-sync",
     ]
-    shots = tmp_path_factory.mktemp("screenshots")
+    # Kept after the run (build/ is git-ignored): a person can look at what the test saw.
+    shots = pathlib.Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
 
     def load(html_path) -> tuple[str, pathlib.Path]:
         profile = tempfile.mkdtemp(prefix="chromium-")

@@ -96,6 +96,10 @@ def test_drift_between_spans_is_rejected_and_the_failed_run_is_reported(s5_drift
         assert f'id="{section}"' in dom
     assert "failed: the run stopped before Transform" in dom and "beyond threshold" in dom
     assert "Against span 2" in dom
+    verdict = dom[dom.index('id="verdict"') : dom.index('id="gate"')]
+    assert "failed" in verdict and "not evaluated" in verdict and "nothing" in verdict
+    # The drift is marked on the features where it occurs.
+    assert '<b>payment_type</b><br><span class="badge">COMPARATOR_L_INFTY_HIGH</span>' in dom
 
 
 def test_a_shifted_fare_is_rejected_naming_fare_and_the_label(s5_fare_shift):
@@ -334,9 +338,34 @@ def test_report_renders_in_a_browser_with_every_section(s3_span2, cli, browser, 
     dom, screenshot = browser(page)
     for section in html_report.SECTIONS:
         assert f'id="{section}"' in dom, section
-    assert "passed" in dom  # the gate
+    # The verdict comes first: gate, blessing, pushed version, metrics against the threshold and
+    # the baseline (span 2's model was evaluated against span 1's).
+    assert dom.index('id="verdict"') < dom.index('id="gate"') < dom.index('id="statistics"')
+    verdict = dom[dom.index('id="verdict"') : dom.index('id="gate"')]
+    assert "passed" in verdict and "blessed" in verdict and os.path.basename(s3_span2.summary["pushed_model"]) in verdict
+    assert "min 0.9" in verdict and "baseline 0." in verdict
     assert "Against span 1" in dom  # drift
     assert "payment_type" in dom and "L_infinity" in dom
-    assert "overall" in dom and "payment_type=Cash" in dom  # evaluation slices
-    assert "<svg" in dom  # histograms
-    assert screenshot.stat().st_size > 10_000
+    # Distributions: train and eval overlaid, with axes; a long tail on a log scale.
+    assert dom.count('aria-label="train and eval distributions"') >= 10 and "log scale" in dom
+    # A feature with no value at all is marked (pickup_census_tract is empty in this data).
+    assert "all missing" in dom and 'class="flag"' in dom
+    # Slices in natural order, n/a where a metric is undefined (a one-class slice's AUC).
+    evaluation = dom[dom.index('id="evaluation"') :]
+    assert evaluation.index("trip_start_hour=2<") < evaluation.index("trip_start_hour=10<")
+    assert "n/a" in evaluation and "nan" not in evaluation and "baseline AUC" in evaluation
+
+    # What a person sees: the verdict's pass colour at the top of the page, and both splits'
+    # colours in the first screenful of distributions.
+    from PIL import Image
+
+    image = Image.open(screenshot).convert("RGB")
+    top = set(image.crop((0, 0, image.width, 160)).getdata())
+    assert (0xE6, 0xF4, 0xEA) in top  # a passing card's background
+    charts = image.crop((image.width // 2, 250, image.width, 1400))
+    colours = set(charts.getdata())
+
+    def near(rgb, target, tol=40):
+        return any(all(abs(a - b) <= tol for a, b in zip(c, target)) for c in rgb)
+
+    assert near(colours, (0x3B, 0x6F, 0xC4)) and near(colours, (0xE8, 0x83, 0x3A))  # train, eval

@@ -144,6 +144,35 @@ def test_compare_defaults_to_serving_model_and_predecessor(history, cli, cli_jso
     assert result["differences"]["trainer.base_model"] == [result["b"]["model_id"], None]
     code, text, _ = cli("compare", "--metadata", uri)
     assert code == 0 and "hparams.learning_rate" in text and "payment_type=Credit Card" in text
+    # --slice keeps the slices asked for: "overall", a feature's slices, or FEATURE=VALUE.
+    only = cli_json("compare", "--metadata", uri, "--slice", "overall", "--slice", "payment_type")
+    payment = {s for s in result["a"]["metrics"] if s.startswith("payment_type=")}
+    assert len(payment) > 1 and set(only["a"]["metrics"]) == {"overall"} | payment
+    assert set(cli_json("compare", "--metadata", uri, "--slice", "payment_type=Cash")["b"]["metrics"]) == {"payment_type=Cash"}
+    code, _, err = cli("compare", "--metadata", uri, "--slice", "colour")
+    assert code == 2 and "--slice 'colour': no such slice (overall, or one of: " in err
+
+
+def test_evaluations_read_without_tfma_match_tfma(history):
+    """`compare` reads TFMA's metrics file itself (no TFMA import): the same values per slice."""
+    import tensorflow_model_analysis as tfma
+
+    from ops.evaluation import sliced_metrics
+
+    uri, summaries = history
+    md = Metadata(open_store(uri), "taxi-big-tipper")
+    evaluation = md.run(summaries[-1]["run_id"]).output(P.EVALUATOR, "evaluation")
+    ours = sliced_metrics(evaluation.uri)
+    theirs = {}
+    for metrics in tfma.load_metrics(evaluation.uri):
+        key = tfma.slicer.deserialize_slice_key(metrics.slice_key)
+        name = ", ".join(f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in key) or "overall"
+        theirs[name] = {
+            kv.key.name: kv.value.double_value.value
+            for kv in metrics.metric_keys_and_values
+            if kv.key.model_name in ("", "candidate") and not kv.key.is_diff and kv.value.HasField("double_value")
+        }
+    assert ours == theirs and len(ours) > 10
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -350,8 +351,16 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     broken = [",".join(bad_fare), "too,few,columns", body[1] + ",extra"]
     (src / "part-1.csv").write_text("\n".join([header, *body[:500], broken[0], broken[1]]) + "\n")
     (src / "part-2.csv").write_text("\n".join([header, *body[500:], broken[2]]) + "\n")
-    out = batch.predict(old, str(src / "*.csv"), str(tmp_path / "out"), key_columns=["trip_start_timestamp", "fare"])
+    bar = io.StringIO()
+    out = batch.predict(
+        old, str(src / "*.csv"), str(tmp_path / "out"), key_columns=["trip_start_timestamp", "fare"], progress=bar
+    )
     predicted = [row for f in glob.glob(out["predictions"]) for row in csv.DictReader(open(f))]
+    # The progress bar ends with every scored row, against an estimate of the input's size.
+    last = bar.getvalue().splitlines()[-1]
+    assert last.startswith("predict [") and f" {len(predicted):,} of ~" in last
+    estimate = int(last.split(" of ~")[1].split(" rows")[0].replace(",", ""))
+    assert 0.8 * len(predicted) < estimate < 1.25 * len(predicted)
     dead = [json.loads(line) for f in glob.glob(out["dead_letters"]) for line in open(f)]
     assert len(dead) == 3
     assert len(predicted) == len(body) + len(broken) - len(dead)
