@@ -32,8 +32,13 @@ class HParams:
     # L2 penalties: the wide part's per-feature weights; the deep part's embeddings and kernels.
     wide_l2: float = 0.01
     deep_l2: float = 0.003
-    # Validation and TensorBoard summaries every this many steps.
-    steps_per_eval: int = 500
+    # Validation every this many steps (the eval split's AUC: what early stopping watches).
+    steps_per_eval: int = 100
+    # Early stopping, in steps: stop when the eval AUC has not improved by at least
+    # early_stopping_min_delta for this many steps, and keep the best weights. 0: train the
+    # whole budget (TrainArgs.num_steps), as before.
+    early_stopping_patience: int = 300
+    early_stopping_min_delta: float = 0.001
     # Start from the latest blessed model's weights when the pipeline provides one.
     warm_start: bool = True
     # Seeds weight initialisation, dropout and the input shuffle: the same data, code and
@@ -59,6 +64,8 @@ class HParams:
             "wide_l2": self.wide_l2 >= 0,
             "deep_l2": self.deep_l2 >= 0,
             "steps_per_eval": self.steps_per_eval > 0,
+            "early_stopping_patience": self.early_stopping_patience >= 0,
+            "early_stopping_min_delta": self.early_stopping_min_delta >= 0,
         }
         for name, ok in checks.items():
             if not ok:

@@ -6,6 +6,7 @@ The exported SavedModel embeds the tf.Transform graph and has the signatures tha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -185,26 +186,68 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EarlyStoppingInSteps(keras.callbacks.Callback):
+    """Stops when `monitor` (validated every `steps_per_eval` steps) has not improved by
+    `min_delta` for `patience` steps, and restores the weights of the best validation."""
+
+    def __init__(self, patience: int, steps_per_eval: int, min_delta: float, monitor: str = "val_auc"):
+        super().__init__()
+        self.patience, self.steps_per_eval, self.min_delta, self.monitor = patience, steps_per_eval, min_delta, monitor
+        self.best = -math.inf
+        self.best_step = 0
+        self.best_weights: list | None = None
+        self.step = 0
+        self.stopped_early = False
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if value > self.best + self.min_delta:
+            self.best, self.best_step, self.best_weights = float(value), self.step, self.model.get_weights()
+        elif self.step - self.best_step >= self.patience:
+            self.stopped_early = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.best_weights is not None and self.best_step != self.step:
+            self.model.set_weights(self.best_weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    steps_trained: int  # optimizer steps run
+    best_step: int  # the step whose weights the model has (== steps_trained without early stopping)
+    stopped_early: bool
+    best_value: float | None  # the monitored eval metric at best_step
+
+
 def fit_steps(
     model: keras.Model,
     train: tf.data.Dataset,
     steps: int,
     steps_per_eval: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    early_stopping: EarlyStoppingInSteps | None = None,
     **fit_args: Any,
-) -> int:
-    """Trains for exactly `steps` steps, validating every `steps_per_eval` steps and at the
-    end; returns the number of steps trained."""
+) -> Fitted:
+    """Trains for at most `steps` steps (exactly that many without early stopping),
+    validating every `steps_per_eval` steps and at the end."""
     stop = StopAtStep(steps)
     steps_per_epoch = min(steps_per_eval, steps)
     model.fit(
         train,
         steps_per_epoch=steps_per_epoch,
         epochs=math.ceil(steps / steps_per_epoch),
-        callbacks=[*callbacks, stop],
+        callbacks=[*callbacks, *([early_stopping] if early_stopping else []), stop],
         **fit_args,
     )
-    return stop.trained
+    if early_stopping is None or early_stopping.best_weights is None:
+        return Fitted(stop.trained, stop.trained, False, None)
+    return Fitted(stop.trained, early_stopping.best_step, early_stopping.stopped_early, early_stopping.best)
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -224,13 +267,17 @@ def run_fn(fn_args: FnArgs) -> None:
 
     # Think in steps: an "epoch" here is only the interval between validations and summaries.
     fit_started = time.monotonic()
-    trained = fit_steps(
+    stopping = None
+    if hp.early_stopping_patience:
+        stopping = EarlyStoppingInSteps(hp.early_stopping_patience, hp.steps_per_eval, hp.early_stopping_min_delta)
+    fitted = fit_steps(
         model,
         train,
         fn_args.train_steps,
         hp.steps_per_eval,
         # Training curves every 50 steps, validation at every evaluation: enough points to see.
         callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq=SUMMARY_EVERY_STEPS)],
+        early_stopping=stopping,
         validation_data=evaluation,
         validation_steps=fn_args.eval_steps,
         verbose=2,
@@ -238,7 +285,11 @@ def run_fn(fn_args: FnArgs) -> None:
     # The record of how this model was made: what it started from and how long it trained.
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_RECORD}", "w") as f:
-        f.write(json.dumps({"warm_start": warm, "steps_trained": trained, "train_steps": fn_args.train_steps}))
+        f.write(
+            json.dumps(
+                {"warm_start": warm, "train_steps": fn_args.train_steps, **dataclasses.asdict(fitted)},
+            )
+        )
     export_started = time.monotonic()
     export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
     logger.info(

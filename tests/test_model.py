@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -9,7 +10,7 @@ from helpers import batch
 from modules import features as F
 from modules.hparams import HParams
 from modules.model import build_model
-from modules.trainer import fit_steps
+from modules.trainer import EarlyStoppingInSteps, fit_steps
 
 # They share one tf.Transform analysis of sample rows (a session fixture): one worker.
 pytestmark = pytest.mark.xdist_group("transform-sample")
@@ -35,6 +36,28 @@ def test_wide_part_sees_crosses_and_deep_part_does_not():
     assert f"emb_{F.transformed_name('company')}" in names
 
 
+def test_early_stopping_counts_patience_in_steps_and_keeps_the_best_weights(transformed_sample):
+    """A min_delta no validation can beat: the first validation (step 50) stays the best, and
+    training stops once 100 more steps have not improved on it, at step 150, not at the budget;
+    the model ends with the step-50 weights."""
+    rows, _ = transformed_sample
+    features, labels = batch(rows)
+    data = tf.data.Dataset.from_tensor_slices((features, labels)).repeat().batch(32)
+    model = build_model(HParams(batch_size=32))
+    stopping = EarlyStoppingInSteps(patience=100, steps_per_eval=50, min_delta=1.0)
+    fitted = fit_steps(model, data, 1000, 50, early_stopping=stopping, validation_data=data, validation_steps=3, verbose=0)
+    assert (fitted.steps_trained, fitted.best_step, fitted.stopped_early) == (150, 50, True)
+    assert int(model.optimizer.iterations.numpy()) == 150
+    for restored, best in zip(model.get_weights(), stopping.best_weights):
+        np.testing.assert_array_equal(restored, best)
+    # And it does improve on an easy target: a real min_delta lets training go on past step 50.
+    model = build_model(HParams(batch_size=32))
+    fitted = fit_steps(
+        model, data, 300, 50, early_stopping=EarlyStoppingInSteps(300, 50, 0.0), validation_data=data, validation_steps=3, verbose=0
+    )
+    assert fitted.steps_trained == 300 and fitted.best_step > 50
+
+
 @pytest.mark.parametrize("steps, steps_per_eval", [(700, 500), (300, 500), (1000, 500), (1, 500)])
 def test_training_runs_exactly_the_step_budget(transformed_sample, steps, steps_per_eval):
     """Steps, not epochs: 700 steps with a validation every 500 is 700 optimizer updates, not
@@ -43,6 +66,6 @@ def test_training_runs_exactly_the_step_budget(transformed_sample, steps, steps_
     features, labels = batch(rows)
     data = tf.data.Dataset.from_tensor_slices((features, labels)).repeat().batch(32)
     model = build_model(HParams(batch_size=32))
-    trained = fit_steps(model, data, steps, steps_per_eval, verbose=0)
-    assert trained == steps
+    fitted = fit_steps(model, data, steps, steps_per_eval, verbose=0)
+    assert fitted.steps_trained == fitted.best_step == steps and not fitted.stopped_early
     assert int(model.optimizer.iterations.numpy()) == steps

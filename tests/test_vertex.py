@@ -124,7 +124,13 @@ def test_trainer_runs_on_vertex_training(compiled):
 def test_pusher_deploys_to_the_vertex_endpoint(compiled):
     _, _, spec = compiled
     args = list(executor(spec, P.PUSHER)["container"]["args"])
-    assert args[args.index("--executor_class_path") + 1].startswith("tfx.extensions.google_cloud_ai_platform.pusher")
+    # TFX's Vertex Pusher, with our traffic policy on top (pipeline/vertex_pusher.py).
+    assert args[args.index("--executor_class_path") + 1] == "pipeline.vertex_pusher.Executor"
+    from tfx.extensions.google_cloud_ai_platform.pusher import executor as tfx_vertex_pusher
+
+    from pipeline import vertex_pusher
+
+    assert issubclass(vertex_pusher.Executor, tfx_vertex_pusher.Executor)
     config = custom_config(spec, P.PUSHER)
     # This project's server in its own container: the same contract as `runner.py serve`.
     assert config["ai_platform_vertex_container_image_uri"] == SETTINGS["serving_image"]

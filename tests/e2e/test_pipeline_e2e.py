@@ -70,6 +70,9 @@ def test_trainer_trains_exactly_the_configured_steps(s1_first):
     run = s1_first.metadata().latest_run()
     record = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())
     assert record["steps_trained"] == record["train_steps"] == s1_first.cfg.train_steps == 250
+    # Early stopping (patience 300 steps) cannot stop a 250-step run; the weights kept are the
+    # best validation's, one of steps 100, 200 and 250.
+    assert not record["stopped_early"] and record["best_step"] in (100, 200, 250)
     assert record["warm_start"] == {"base_model": None, "applied": False}
 
 
