@@ -12,6 +12,7 @@ Examples:
   python runner.py runs --metadata mysql://mlmd:PASSWORD@db.internal:3306/mlmd
   python runner.py run --data spans/                    # span-<N>/ folders: continuous training
   python runner.py run --accept-anomalies payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES
+  python runner.py run --tune 8                         # tune (8 trials), then train with the best
   python runner.py validate --data new_batch.csv        # skew against the served model's data
   python runner.py report --output report.html          # the latest run as one HTML page
   python runner.py rollback [--to VERSION]              # serve an earlier pushed model again
@@ -55,6 +56,7 @@ EXAMPLES = {
   runner.py run --data spans/                           # span-<N>/ folders: the newest span
   runner.py run --train-steps 500 --hparams '{"learning_rate": 0.001}'
   runner.py run --accept-anomalies payment_type:COMPARATOR_L_INFTY_HIGH
+  runner.py run --tune 8                                # tune first; later runs reuse the tuning
   runner.py run --metadata mysql://mlmd:PASSWORD@db.internal:3306/mlmd""",
     "runs": """examples:
   runner.py runs
@@ -246,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         beam_mode=args.beam_mode,
         **({"metadata_uri": args.metadata} if args.metadata else {}),
         **({"train_window_spans": args.window} if args.window else {}),
+        **({"tune_trials": args.tune} if args.tune else {}),
     )
     # The first progress line once the configuration is valid (a usage error stays one line).
     local.check_store(cfg)
@@ -407,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the data gate pass these anomalies for this run (recorded in ML Metadata); * accepts all",
     )
     run.add_argument("--window", type=int, help="training window in spans (default: 3)")
+    run.add_argument(
+        "--tune",
+        type=int,
+        metavar="TRIALS",
+        help="tune the hyperparameters first, with this many trials (later runs without --tune train with the newest tuning)",
+    )
     run.add_argument(
         "--beam-mode",
         choices=("auto", "in_memory", "multi_processing"),

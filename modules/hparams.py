@@ -86,3 +86,31 @@ class HParams:
 
     def replace(self, **changes: Any) -> HParams:
         return dataclasses.replace(self, **changes)
+
+
+# The search space of the Tuner (modules/tuning.py), next to the defaults it searches around:
+# name -> ("log", low, high) for a float sampled on a log scale, ("linear", low, high, step), or
+# ("choice", [values]). hidden_units choices are written "128,64" (KerasTuner takes scalars).
+SEARCH_SPACE: dict[str, tuple] = {
+    "learning_rate": ("log", 5e-4, 1e-2),
+    "hidden_units": ("choice", ["128,64", "256,128", "64,32", "128,64,32"]),
+    "embedding_dim": ("choice", [4, 8, 16]),
+    "dropout": ("linear", 0.0, 0.4, 0.1),
+    "wide_l2": ("log", 1e-3, 3e-2),
+    "deep_l2": ("log", 3e-4, 1e-2),
+    "batch_size": ("choice", [512, 1024]),
+}
+
+
+def from_tuned(base: HParams, values: Mapping[str, Any]) -> HParams:
+    """`base` with the values a tuning chose (KerasTuner's HyperParameters.values)."""
+    changes = {k: v for k, v in values.items() if k in SEARCH_SPACE}
+    if isinstance(changes.get("hidden_units"), str):
+        changes["hidden_units"] = tuple(int(u) for u in changes["hidden_units"].split(","))
+    for name in ("embedding_dim", "batch_size"):
+        if name in changes:
+            changes[name] = int(changes[name])
+    for name in ("learning_rate", "dropout", "wide_l2", "deep_l2"):
+        if name in changes:
+            changes[name] = float(changes[name])
+    return base.replace(**changes)

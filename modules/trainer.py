@@ -23,7 +23,7 @@ from tfx_bsl.public import tfxio
 from modules import code
 from modules import features as F
 from modules.contract import PREDICTION_KEY, RAW_SCHEMA_FILE, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE, serving_raw_spec
-from modules.hparams import HParams
+from modules.hparams import HParams, from_tuned
 from modules.model import build_model
 
 logger = logging.getLogger(__name__)
@@ -254,6 +254,10 @@ def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer callback: trains for `fn_args.train_steps` steps and exports the model."""
     code.check(fn_args.custom_config.get("module_fingerprint"), code.TRAINER_CODE)
     hp = HParams.from_dict(fn_args.custom_config.get("hparams", {}))
+    tuned = (getattr(fn_args, "hyperparameters", None) or {}).get("values")
+    if tuned:  # the Tuner's best_hyperparameters (this run's tuning, or the newest recorded)
+        hp = from_tuned(hp, tuned)
+        logger.info("tuned hyperparameters: %s", hp)
     started = time.monotonic()
     keras.utils.set_random_seed(hp.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -287,7 +291,13 @@ def run_fn(fn_args: FnArgs) -> None:
     with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_RECORD}", "w") as f:
         f.write(
             json.dumps(
-                {"warm_start": warm, "train_steps": fn_args.train_steps, **dataclasses.asdict(fitted)},
+                {
+                    "warm_start": warm,
+                    "train_steps": fn_args.train_steps,
+                    **dataclasses.asdict(fitted),
+                    "hparams": hp.to_dict(),
+                    "tuned": bool(tuned),
+                },
             )
         )
     export_started = time.monotonic()

@@ -187,6 +187,9 @@ class PipelineConfig:
       train_window_spans: the rolling window, in spans.
       accept_anomalies: anomalies the operator accepts for this run (FEATURE, FEATURE:KIND or
         *); anything else the data gate finds stops the run before Transform.
+      tune_trials: run the Tuner with this many trials before training (its best
+        hyperparameters feed the Trainer); 0: train with the newest tuned hyperparameters
+        recorded in ML Metadata, else with `hparams` (local runs).
       accept_at_run_time: compile `accept_anomalies` as the pipeline's runtime parameter
         ACCEPT_PARAMETER (its default), so each Vertex AI run can set it without recompiling.
       gate_limits: the data gate's limits beyond the schema (schemas/limits.json, as JSON):
@@ -215,6 +218,7 @@ class PipelineConfig:
     train_window_spans: int = 3
     accept_anomalies: tuple[str, ...] = ()
     accept_at_run_time: bool = False
+    tune_trials: int = 0
     gate_limits: str = ""
 
     def __post_init__(self) -> None:
@@ -251,6 +255,11 @@ class PipelineConfig:
             isinstance(self.train_window_spans, int) and self.train_window_spans > 0,
             "train_window_spans",
             f"must be a positive integer, got {self.train_window_spans!r}",
+        )
+        _require(
+            isinstance(self.tune_trials, int) and not isinstance(self.tune_trials, bool) and self.tune_trials >= 0,
+            "tune_trials",
+            f"must be a non-negative integer, got {self.tune_trials!r}",
         )
         _require(
             self.span_pattern is None or "{SPAN}" in self.span_pattern,

@@ -16,10 +16,12 @@ from tfx.components import (
     StatisticsGen,
     Trainer,
     Transform,
+    Tuner,
 )
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
@@ -54,6 +56,9 @@ DRIFT_REFERENCE_RESOLVER = "drift_reference_resolver"
 WARM_START_RESOLVER = "warm_start_model_resolver"
 TRANSFORM = "transform"
 TRAINER = "trainer"
+TUNER = "tuner"
+HPARAMS_RESOLVER = "latest_hyperparameters_resolver"
+TUNER_FN = "modules.tuning.tuner_fn"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "evaluator"
 PUSHER = "pusher"
@@ -62,6 +67,7 @@ PUSHER = "pusher"
 # The user code each component runs and its digest (modules/code.py).
 TRANSFORM_CODE = code.TRANSFORM_CODE
 TRAINER_CODE = code.TRAINER_CODE
+TUNER_CODE = code.TUNER_CODE
 code_fingerprint = code.fingerprint
 
 
@@ -164,9 +170,35 @@ def create_pipeline(
         warm_start_resolver.add_upstream_node(gate)  # it must see this run's pass
         warm_start = {"base_model": warm_start_resolver.outputs["model"]}
         nodes.append(warm_start_resolver)
+    # Hyperparameters: a tuning in this run, else the newest tuning recorded in ML Metadata (so
+    # tuning can run weekly and training daily), else cfg.hparams (the Trainer's defaults).
+    tuned = {}
+    if cfg.tune_trials:
+        tuner = Tuner(
+            tuner_fn=TUNER_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema,
+            train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+            eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+            custom_config={
+                "hparams": cfg.hparams.to_dict(),
+                "max_trials": cfg.tune_trials,
+                "module_fingerprint": code_fingerprint(TUNER_CODE),
+            },
+        ).with_id(TUNER)
+        tuned = {"hyperparameters": tuner.outputs["best_hyperparameters"]}
+        nodes.append(tuner)
+    elif cfg.continuous_training:
+        latest_tuning = Resolver(
+            strategy_class=LatestArtifactStrategy, hyperparameters=Channel(type=standard_artifacts.HyperParameters)
+        ).with_id(HPARAMS_RESOLVER)
+        tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
+        nodes.append(latest_tuning)
     trainer = trainer_class(
         run_fn=RUN_FN,
         **warm_start,
+        **tuned,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,

@@ -132,7 +132,8 @@ EXPECTED_EDGES = {
     P.PUSHER: {P.TRAINER, P.EVALUATOR},
 }
 
-# Local runs (continuous training): Transform takes the span window, the Trainer a warm-start model.
+# Local runs (continuous training): Transform takes the span window, the Trainer a warm-start model
+# and the newest tuned hyperparameters.
 EXPECTED_EDGES_CONTINUOUS = {
     **EXPECTED_EDGES,
     P.DRIFT_REFERENCE_RESOLVER: {P.EXAMPLE_GEN},
@@ -141,7 +142,8 @@ EXPECTED_EDGES_CONTINUOUS = {
     P.BASELINE_RESOLVER: {P.TRAINER},
     P.WARM_START_RESOLVER: {P.DATA_GATE},
     P.TRANSFORM: {P.SPAN_WINDOW_RESOLVER, P.SCHEMA_IMPORTER, P.DATA_GATE},
-    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER},
+    P.HPARAMS_RESOLVER: set(),
+    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER, P.HPARAMS_RESOLVER},
 }
 
 

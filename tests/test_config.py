@@ -138,6 +138,11 @@ def pipeline_edges(pipeline) -> dict[str, set[str]]:
 def test_pipeline_wiring(tmp_path):
     assert pipeline_edges(P.create_pipeline(cfg(tmp_path))) == EXPECTED_EDGES_CONTINUOUS
     assert pipeline_edges(P.create_pipeline(cfg(tmp_path, continuous_training=False))) == EXPECTED_EDGES
+    # --tune: the Tuner, on Transform's outputs, replaces the resolver of earlier tunings.
+    tuned = {k: v for k, v in EXPECTED_EDGES_CONTINUOUS.items() if k != P.HPARAMS_RESOLVER}
+    tuned[P.TUNER] = {P.TRANSFORM, P.SCHEMA_IMPORTER}
+    tuned[P.TRAINER] = {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER, P.TUNER}
+    assert pipeline_edges(P.create_pipeline(cfg(tmp_path, tune_trials=4))) == tuned
 
 
 def _custom_config(pipeline, component_id: str) -> dict:

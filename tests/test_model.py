@@ -53,7 +53,14 @@ def test_early_stopping_counts_patience_in_steps_and_keeps_the_best_weights(tran
     # And it does improve on an easy target: a real min_delta lets training go on past step 50.
     model = build_model(HParams(batch_size=32))
     fitted = fit_steps(
-        model, data, 300, 50, early_stopping=EarlyStoppingInSteps(300, 50, 0.0), validation_data=data, validation_steps=3, verbose=0
+        model,
+        data,
+        300,
+        50,
+        early_stopping=EarlyStoppingInSteps(300, 50, 0.0),
+        validation_data=data,
+        validation_steps=3,
+        verbose=0,
     )
     assert fitted.steps_trained == 300 and fitted.best_step > 50
 

@@ -1,0 +1,76 @@
+"""Tuning: the TFX Tuner searching modules/hparams.py's SEARCH_SPACE on a tiny budget, its best
+hyperparameters reaching the Trainer, and a later run without --tune training with them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from helpers import SCHEMA_PATH, write_span
+from modules.hparams import HParams, from_tuned
+from modules.trainer import TRAINING_RECORD
+from ops import store
+from ops.queries import Metadata
+from pipeline import configs
+from pipeline import pipeline as P
+from runners import local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tuning")]
+
+THRESHOLDS = configs.EvalThresholds(min_auc=0.8, min_accuracy=0.75, max_auc_regression=1.0, max_accuracy_regression=1.0)
+
+
+def config(root, **overrides) -> configs.PipelineConfig:
+    values = dict(train_steps=200, eval_steps=5, thresholds=THRESHOLDS, hparams=HParams(steps_per_eval=100))
+    values.update(overrides)
+    return configs.local_config(str(root / "out"), str(root / "data"), str(SCHEMA_PATH), **values)
+
+
+def record(md: Metadata, run) -> dict:
+    return json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())
+
+
+@pytest.fixture(scope="session")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuning")
+    write_span(root / "data", 1)
+    cfg = config(root, tune_trials=3)
+    local.run(cfg)
+    md = Metadata(store.open_store(cfg.metadata_uri), cfg.pipeline_name)
+    return root, cfg, md, md.latest_run()
+
+
+def test_the_tuner_searches_from_the_defaults_and_the_trainer_trains_with_its_best(tuned):
+    _, cfg, md, run = tuned
+    assert run.components[P.TUNER].state == "ran"
+    results = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TUNER, "tuner_results").uri, "tuner_results.json")).read())
+    assert len(results) == 3
+    defaults = cfg.hparams
+    first = next(r for r in results if r["trial_id"] == "00")  # the first trial: the configured values
+    assert from_tuned(defaults, first) == defaults
+    best = json.loads(
+        tf.io.gfile.GFile(os.path.join(run.output(P.TUNER, "best_hyperparameters").uri, "best_hyperparameters.txt")).read()
+    )
+    assert max(r["score"] for r in results) == next(
+        r["score"] for r in results if from_tuned(defaults, r) == from_tuned(defaults, best["values"])
+    )
+    trained = record(md, run)
+    assert trained["tuned"] and HParams.from_dict(trained["hparams"]) == from_tuned(defaults, best["values"])
+
+
+def test_a_later_run_without_tune_trains_with_the_newest_tuning(tuned, cli):
+    root, cfg, md, first = tuned
+    later = config(root, train_steps=150)  # another budget: the Trainer runs again
+    local.run(later)
+    run = md.latest_run()
+    assert P.TUNER not in run.components and run.components[P.HPARAMS_RESOLVER].state in ("ran", "cached", "unknown", "complete")
+    assert record(md, run)["hparams"] == record(md, first)["hparams"] and record(md, run)["tuned"]
+    # Lineage: the model's hyperparameters come from the first run's Tuner.
+    model = run.output(P.TRAINER, "model")
+    code, out, err = cli("lineage", "--metadata", cfg.metadata_uri, str(model.id), "--json")
+    assert code == 0, err
+    text = json.dumps(json.loads(out))
+    assert '"HyperParameters"' in text and f'"{P.TUNER}' in text
