@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -45,6 +46,23 @@ def prop(message, name: str) -> Any:
     """A property or custom property's value for display (protos and structs as text), or None."""
     value = lineage.property_value(message, name)
     return value if value is None or isinstance(value, (int, float, str, bytes)) else _one_line(value)
+
+
+def tuned_values(uri: str) -> dict[str, Any]:
+    """The hyperparameter values a Tuner chose (its best_hyperparameters artifact), as HParams
+    fields ("128,64" -> [128, 64])."""
+    path = os.path.join(uri, "best_hyperparameters.txt")
+    if "://" in path:
+        import tensorflow as tf
+
+        text = tf.io.gfile.GFile(path).read()
+    else:
+        with open(path) as f:
+            text = f.read()
+    values = dict(json.loads(text).get("values", {}))
+    if isinstance(values.get("hidden_units"), str):
+        values["hidden_units"] = [int(u) for u in values["hidden_units"].split(",")]
+    return values
 
 
 def _one_line(message: Any) -> str:
@@ -334,6 +352,11 @@ class Metadata:
                 result["hparams"] = execution.get("hparams")
                 result["module_fingerprint"] = execution.get("module_fingerprint")
                 result["train_args"] = execution.get("train_args")
+                tuning = (produced["inputs"].get("hyperparameters") or [None])[0]
+                if tuning is not None and result["hparams"] is not None:
+                    # What the Trainer trained with: the configured values, the tuned ones on top.
+                    result["hparams"] = {**result["hparams"], **tuned_values(tuning["uri"])}
+                    result["tuned_by"] = tuning["id"]
             if execution.get("input_base"):
                 result.setdefault("input_base", execution["input_base"])
             for key, nodes in produced["inputs"].items():
@@ -376,7 +399,7 @@ class Metadata:
         for key in sorted(set(ia["artifacts"]) | set(ib["artifacts"])):
             if ia["artifacts"].get(key) != ib["artifacts"].get(key):
                 differences[key] = [ia["artifacts"].get(key), ib["artifacts"].get(key)]
-        for key in ("module_fingerprint", "train_args", "input_base"):
+        for key in ("module_fingerprint", "train_args", "input_base", "tuned_by"):
             if ia.get(key) != ib.get(key):
                 differences[key] = [ia.get(key), ib.get(key)]
         ha, hb = ia.get("hparams") or {}, ib.get("hparams") or {}

@@ -49,7 +49,7 @@ def test_the_tuner_searches_from_the_defaults_and_the_trainer_trains_with_its_be
     results = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TUNER, "tuner_results").uri, "tuner_results.json")).read())
     assert len(results) == 3
     defaults = cfg.hparams
-    first = next(r for r in results if r["trial_id"] == "00")  # the first trial: the configured values
+    first = next(r for r in results if r["trial_id"] == "0")  # the first trial: the configured values
     assert from_tuned(defaults, first) == defaults
     best = json.loads(
         tf.io.gfile.GFile(os.path.join(run.output(P.TUNER, "best_hyperparameters").uri, "best_hyperparameters.txt")).read()
@@ -74,3 +74,7 @@ def test_a_later_run_without_tune_trains_with_the_newest_tuning(tuned, cli):
     assert code == 0, err
     text = json.dumps(json.loads(out))
     assert '"HyperParameters"' in text and f'"{P.TUNER}' in text
+    # What compare reads: the hyperparameters the model trained with, and the tuning behind them.
+    inputs = md.training_inputs(model)
+    assert inputs["tuned_by"] == first.output(P.TUNER, "best_hyperparameters").id
+    assert HParams.from_dict(inputs["hparams"]) == HParams.from_dict(record(md, run)["hparams"])
