@@ -5,7 +5,6 @@ statistics of the data the served model was trained on, and the schema's SERVING
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 import tempfile
@@ -33,10 +32,13 @@ def training_statistics(md: Metadata, model: lineage.Artifact) -> tuple[lineage.
 
 
 def _input_files(path: str) -> list[str]:
-    if os.path.isdir(path):
-        files = sorted(f for f in glob.glob(os.path.join(path, "*")) if f.endswith((".csv", ".jsonl", ".json")))
+    """The data files at `path` (a folder, a file or a glob; local or gs://)."""
+    import tensorflow as tf
+
+    if tf.io.gfile.isdir(path):
+        files = sorted(f for f in tf.io.gfile.glob(os.path.join(path, "*")) if f.endswith((".csv", ".jsonl", ".json")))
     else:
-        files = sorted(glob.glob(path))
+        files = sorted(tf.io.gfile.glob(path))
     if not files:
         raise MonitoringError(f"--data {path}: no .csv or .jsonl files")
     kinds = {os.path.splitext(f)[1] in (".jsonl", ".json") for f in files}
@@ -48,8 +50,10 @@ def _input_files(path: str) -> list[str]:
 def _instances(files: list[str]):
     """Instances from JSON lines: one instance object per line, or a request body
     {"instances": [...]} per line (what `serve --request-log` writes)."""
+    import tensorflow as tf
+
     for name in files:
-        with open(name) as f:
+        with tf.io.gfile.GFile(name) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -73,8 +77,10 @@ def serving_statistics(path: str):
 
     files = _input_files(path)
     if files[0].endswith(".csv"):
+        import tensorflow as tf
+
         for f in files:
-            if os.path.getsize(f) == 0:
+            if tf.io.gfile.stat(f).length == 0:
                 raise MonitoringError(f"{f}: empty file")
         pattern = files[0] if len(files) == 1 else os.path.join(os.path.dirname(files[0]), "*.csv")
         return tfdv.generate_statistics_from_csv(pattern)

@@ -21,7 +21,6 @@ from tfx.components import (
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
@@ -190,9 +189,7 @@ def create_pipeline(
         tuned = {"hyperparameters": tuner.outputs["best_hyperparameters"]}
         nodes.append(tuner)
     elif cfg.continuous_training:
-        latest_tuning = Resolver(
-            strategy_class=LatestArtifactStrategy, hyperparameters=Channel(type=standard_artifacts.HyperParameters)
-        ).with_id(HPARAMS_RESOLVER)
+        latest_tuning = resolvers.latest_tuning_resolver(TUNER).with_id(HPARAMS_RESOLVER)
         tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
         nodes.append(latest_tuning)
     trainer = trainer_class(

@@ -1,7 +1,8 @@
 """Input resolution for continuous training, across runs, from ML Metadata.
 
-Four resolvers: the training window (Examples artifacts that passed the gate), the drift
-reference (the newest earlier pass), the warm-start model and the Evaluator's baseline. Each
+Five resolvers: the training window (Examples artifacts that passed the gate), the drift
+reference (the newest earlier pass), the warm-start model, the Evaluator's baseline and the
+newest tuning. Each
 resolves *artifacts* through `pipeline.lineage`, never span numbers alone: a span that was
 re-delivered and rejected has a passed copy and a rejected copy, and only the passed copy can
 be resolved. Each is stable for an unchanged re-run (same inputs, so the cache still hits),
@@ -129,4 +130,23 @@ def baseline_resolver(candidate: types.BaseChannel) -> Any:
         candidate=candidate,
         model=types.Channel(type=standard_artifacts.Model),
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+    )
+
+
+class LatestTuningStrategy(resolver.ResolverStrategy):
+    """The newest best_hyperparameters of this pipeline's Tuner, or none (TFX's
+    LatestArtifactStrategy fails the resolver when there is none: the Trainer then simply uses
+    HParams)."""
+
+    def resolve_artifacts(self, store: mlmd.MetadataStore, input_dict: Inputs) -> Inputs | None:
+        found = input_dict.get("hyperparameters", [])
+        return {"hyperparameters": [max(found, key=lambda a: a.id)] if found else []}
+
+
+def latest_tuning_resolver(tuner_id: str) -> Any:
+    return resolver.Resolver(
+        strategy_class=LatestTuningStrategy,
+        hyperparameters=types.Channel(
+            type=standard_artifacts.HyperParameters, producer_component_id=tuner_id, output_key="best_hyperparameters"
+        ),
     )
