@@ -128,7 +128,13 @@ def test_what_is_wrong_with_the_files_is_named_before_tfdv_speaks(s5_bad_files):
 
 
 def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, s6_removed):
-    resolvers = {P.SPAN_WINDOW_RESOLVER, P.WARM_START_RESOLVER, P.DRIFT_REFERENCE_RESOLVER, P.BASELINE_RESOLVER}
+    resolvers = {
+        P.SPAN_WINDOW_RESOLVER,
+        P.WARM_START_RESOLVER,
+        P.DRIFT_REFERENCE_RESOLVER,
+        P.BASELINE_RESOLVER,
+        P.HPARAMS_RESOLVER,
+    }
     for component, state in s6_removed.summary["components"].items():
         assert state == ("ran" if component in resolvers else "cached"), component
     assert s6_removed.summary["pushed_model"] == s3_span2.summary["pushed_model"]
