@@ -22,6 +22,9 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import execution_seconds, write_page  # noqa: E402
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
@@ -46,8 +49,7 @@ def run_once(label: str, hparams, steps: int, workdir: str) -> dict:
 
     md = Metadata(open_store(local.store_uri(cfg)), cfg.pipeline_name)
     run = md.latest_run()
-    execution = md.store.get_executions_by_id([run.components[P.TRAINER].execution_id])[0]
-    seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+    seconds = execution_seconds(md, run, P.TRAINER)
     record = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())
     return {
         "variant": label,
@@ -98,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed = [r["trainer_seconds"] for r in rows if r["variant"] == "fixed budget"]
     early = [r["trainer_seconds"] for r in rows if r["variant"] == "early stopping"]
     lines += ["", f"Trainer time, early stopping / fixed budget: **{sum(early) / sum(fixed):.2f}x**.", ""]
-    with open(args.output, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_page(args.output, lines)
     return 0
 
 

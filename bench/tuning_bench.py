@@ -21,12 +21,10 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import execution_seconds, write_page  # noqa: E402
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-
-def seconds(md, run, component: str) -> float:
-    execution = md.store.get_executions_by_id([run.components[component].execution_id])[0]
-    return round((execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000, 1)
 
 
 def run_once(workdir: str, steps: int, trials: int) -> dict:
@@ -50,10 +48,10 @@ def run_once(workdir: str, steps: int, trials: int) -> dict:
     out = {
         "auc": summary["metrics"]["auc"],
         "accuracy": summary["metrics"]["binary_accuracy"],
-        "trainer_seconds": seconds(md, run, P.TRAINER),
+        "trainer_seconds": execution_seconds(md, run, P.TRAINER),
     }
     if trials:
-        out["tuner_seconds"] = seconds(md, run, P.TUNER)
+        out["tuner_seconds"] = execution_seconds(md, run, P.TUNER)
         path = os.path.join(run.output(P.TUNER, "tuner_results").uri, "tuner_results.json")
         out["trials"] = json.loads(tf.io.gfile.GFile(path).read())
     return out
@@ -95,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{tuned['accuracy']:.4f} |",
         "",
     ]
-    with open(args.output, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_page(args.output, lines)
     return 0
 
 

@@ -169,17 +169,21 @@ def create_pipeline(
         warm_start_resolver.add_upstream_node(gate)  # it must see this run's pass
         warm_start = {"base_model": warm_start_resolver.outputs["model"]}
         nodes.append(warm_start_resolver)
+    # What the Tuner's trials and the Trainer train on, for as long.
+    training_inputs = dict(
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+    )
     # Hyperparameters: a tuning in this run, else the newest tuning recorded in ML Metadata (so
     # tuning can run weekly and training daily), else cfg.hparams (the Trainer's defaults).
     tuned = {}
     if cfg.tune_trials:
         tuner = Tuner(
             tuner_fn=TUNER_FN,
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            schema=schema,
-            train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
-            eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+            **training_inputs,
             custom_config={
                 "hparams": cfg.hparams.to_dict(),
                 "max_trials": cfg.tune_trials,
@@ -196,11 +200,7 @@ def create_pipeline(
         run_fn=RUN_FN,
         **warm_start,
         **tuned,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema,
-        train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
-        eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+        **training_inputs,
         custom_config=trainer_config,
     ).with_id(TRAINER)
 
