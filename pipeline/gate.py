@@ -130,7 +130,10 @@ def accepted_anomalies(value: str) -> tuple[str, ...]:
     """The `accept` property: a JSON list of FEATURE, FEATURE:KIND or *. On Vertex AI it is a
     runtime parameter typed by the operator, so a malformed one is a clear error."""
     try:
-        items = json.loads(value)
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("not JSON") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ValueError("not a JSON list of strings")
         return V.parse_accept(items)

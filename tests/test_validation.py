@@ -132,3 +132,24 @@ def test_validation_error_lists_every_row_and_the_way_out():
     assert "1 anomaly" in message and "nothing was trained or pushed" in message
     assert "fare" in message and "SCHEMA_MISSING_COLUMN" in message and "Column is completely missing" in message
     assert "--accept-anomalies" in message
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("fare", "not JSON"),
+        ('{"fare": 1}', "not a JSON list of strings"),
+        ('["fare:not a kind"]', "'fare:not a kind' is not FEATURE, FEATURE:KIND or *"),
+    ],
+)
+def test_a_malformed_accept_parameter_fails_the_gate_naming_the_format(value, message):
+    """On Vertex AI an operator types the accept_anomalies parameter: a bad one is a clear error."""
+    from pipeline.gate import accepted_anomalies
+
+    assert accepted_anomalies('["fare", "company:ENUM_TYPE_UNEXPECTED_STRING_VALUES"]') == (
+        "fare",
+        "company:ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+    )
+    with pytest.raises(ValueError, match="accept_anomalies: ") as failure:
+        accepted_anomalies(value)
+    assert message in str(failure.value) and "expected e.g." in str(failure.value)
