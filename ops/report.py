@@ -154,7 +154,7 @@ def _categorical_chart(splits: dict[str, Any], width: int = 300, shown: int = 6)
     if not values:
         return ""
     top = max(max(shares[sp].get(v, 0) for v in values) for sp in shares) or 1
-    row, label_w = 12, 96
+    row, label_w = 12, 112
     parts = []
     for i, value in enumerate(values):
         y = i * row
