@@ -9,12 +9,13 @@ TensorFlow and Beam imports for `compare`). Non-local URIs (gs://) are read with
 from __future__ import annotations
 
 import functools
-import glob
 import importlib.util
 import os
 import struct
 from collections.abc import Iterator
 from typing import Any
+
+from ops import files
 
 METRICS_PREFIX = "metrics"  # TFMA writes metrics-00000-of-00001.tfrecord (or `metrics`)
 
@@ -50,23 +51,8 @@ def _records(data: bytes) -> Iterator[bytes]:
         offset = start + length + 4
 
 
-def _read(path: str) -> bytes:
-    if "://" in path:
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def _metrics_files(evaluation_uri: str) -> list[str]:
-    pattern = os.path.join(evaluation_uri, METRICS_PREFIX + "*")
-    if "://" in evaluation_uri:
-        import tensorflow as tf
-
-        return sorted(tf.io.gfile.glob(pattern))
-    return sorted(glob.glob(pattern))
+    return files.glob(os.path.join(evaluation_uri, METRICS_PREFIX + "*"))
 
 
 def _slice_name(slice_key: Any) -> str:
@@ -92,7 +78,7 @@ def sliced_metrics(evaluation_uri: str, model: str = "candidate") -> dict[str, d
     pb2 = _metrics_pb2()
     result = {}
     for path in _metrics_files(evaluation_uri):
-        for record in _records(_read(path)):
+        for record in _records(files.read_bytes(path)):
             metrics = pb2.MetricsForSlice.FromString(record)
             values = {}
             for kv in metrics.metric_keys_and_values:
@@ -120,7 +106,7 @@ def thresholds(evaluation_uri: str) -> dict[str, dict[str, float]]:
 
     path = os.path.join(evaluation_uri, "eval_config.json")
     try:
-        config = json.loads(_read(path))["evalConfig"]
+        config = json.loads(files.read_bytes(path))["evalConfig"]
     except (OSError, KeyError, ValueError):
         return {}
     found: dict[str, dict[str, float]] = {}

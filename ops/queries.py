@@ -24,6 +24,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from ml_metadata.proto.metadata_store_pb2 import Artifact
 
+from modules.hparams import HParams, from_tuned
+from ops import files
 from ops.evaluation import select_slices, sliced_metrics
 from ops.store import MetadataError
 from pipeline import lineage
@@ -49,20 +51,9 @@ def prop(message, name: str) -> Any:
 
 
 def tuned_values(uri: str) -> dict[str, Any]:
-    """The hyperparameter values a Tuner chose (its best_hyperparameters artifact), as HParams
-    fields ("128,64" -> [128, 64])."""
-    path = os.path.join(uri, "best_hyperparameters.txt")
-    if "://" in path:
-        import tensorflow as tf
-
-        text = tf.io.gfile.GFile(path).read()
-    else:
-        with open(path) as f:
-            text = f.read()
-    values = dict(json.loads(text).get("values", {}))
-    if isinstance(values.get("hidden_units"), str):
-        values["hidden_units"] = [int(u) for u in values["hidden_units"].split(",")]
-    return values
+    """The values a Tuner chose (KerasTuner's HyperParameters.values in its
+    best_hyperparameters artifact)."""
+    return dict(json.loads(files.read_bytes(os.path.join(uri, "best_hyperparameters.txt"))).get("values", {}))
 
 
 def _one_line(message: Any) -> str:
@@ -355,7 +346,8 @@ class Metadata:
                 tuning = (produced["inputs"].get("hyperparameters") or [None])[0]
                 if tuning is not None and result["hparams"] is not None:
                     # What the Trainer trained with: the configured values, the tuned ones on top.
-                    result["hparams"] = {**result["hparams"], **tuned_values(tuning["uri"])}
+                    tuned = from_tuned(HParams.from_dict(result["hparams"]), tuned_values(tuning["uri"]))
+                    result["hparams"] = tuned.to_dict()
                     result["tuned_by"] = tuning["id"]
             if execution.get("input_base"):
                 result.setdefault("input_base", execution["input_base"])

@@ -4,6 +4,7 @@ tf.Example encoding, and tf.Transform's Beam implementation on a list of rows.""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pathlib
 import shutil
@@ -229,3 +230,10 @@ def changed_records(before: dict, after: dict) -> dict[str, list[int]]:
     return {
         kind: [i for i, record in before[kind].items() if after[kind].get(i) != record] for kind in ("executions", "artifacts")
     }
+
+
+def readme_request_body() -> dict:
+    """The request body the README shows (its curl command), as a client would copy it."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split("curl -s localhost:8501/v1/models/taxi:predict -d '", 1)[1].split("'", 1)[0]
+    return json.loads(body)

@@ -23,7 +23,7 @@ import pytest
 import requests
 import tensorflow as tf
 
-from helpers import DATA_CSV, ROOT, UNSEEN_START, free_port, read_rows
+from helpers import DATA_CSV, ROOT, UNSEEN_START, free_port, read_rows, readme_request_body
 from modules import features as F
 from serving import batch
 from serving.model_store import LoadedModel
@@ -225,13 +225,6 @@ def test_the_tf_serving_api_where_it_is_claimed(server, two_versions):
     assert r.status_code == 404 and "error" in r.json()
     r = requests.get(server.url + "/v1/models/taxi:predict", timeout=5)
     assert r.status_code == 405 and "error" in r.json()
-
-
-def readme_request_body() -> dict:
-    """The request body the README shows (its curl command), as a client would copy it."""
-    text = (ROOT / "README.md").read_text()
-    body = text.split("curl -s localhost:8501/v1/models/taxi:predict -d '", 1)[1].split("'", 1)[0]
-    return json.loads(body)
 
 
 def test_the_production_container_answers_the_readme_body_as_runner_serve_does(s3_span2, two_versions, tmp_path):

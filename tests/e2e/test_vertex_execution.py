@@ -20,7 +20,7 @@ import pytest
 import requests
 from harness import gcs_emulator, image, launcher
 
-from helpers import free_port, span_rows
+from helpers import free_port, readme_request_body, span_rows
 from runners import vertex
 
 pytestmark = [pytest.mark.vertex, pytest.mark.e2e, pytest.mark.xdist_group("vertex-exec")]
@@ -178,8 +178,6 @@ def serve(cloud, model_uri: str, tmp_path) -> tuple[subprocess.Popen, str]:
 def test_the_deployed_model_answers_from_gcs(first_run, cloud, tmp_path):
     """The model the Pusher uploaded (its artifactUri on gs://) served by the serving image's
     entrypoint answers the README's request."""
-    from test_serving_e2e import readme_request_body
-
     (upload,) = cloud.requests("upload_model")
     proc, url = serve(cloud, upload["request"]["model"]["artifactUri"], tmp_path)
     try:
