@@ -90,12 +90,14 @@ EXAMPLES = {
   runner.py predict --input 'gs://b/day/*.csv' --output gs://b/scored --beam-args --runner=DataflowRunner ...""",
     "compile": """examples:
   runner.py vertex compile --config vertex.json
-  runner.py vertex compile --config vertex.json --image REPO/taxi-pipeline:TAG""",
+  runner.py vertex compile --config vertex.json --image REPO/taxi-pipeline:TAG
+  runner.py vertex compile --config vertex.json --tune 16 --parallel-trials 4 --output build/tuning.json""",
     "submit": """examples:
   runner.py vertex submit --config vertex.json --dry-run
   runner.py vertex submit --config vertex.json --wait
   runner.py vertex submit --config vertex.json --accept-anomalies payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES
-  runner.py vertex submit --config vertex.json --schedule-cron 'TZ=Europe/Paris 0 3 * * *'""",
+  runner.py vertex submit --config vertex.json --schedule-cron 'TZ=Europe/Paris 0 3 * * *'
+  runner.py vertex submit --config vertex.json --tune 16 --output build/tuning.json --schedule-cron '0 1 * * SUN'""",
 }
 
 logger = logging.getLogger("runner")
@@ -317,8 +319,9 @@ def _vertex_config(args: argparse.Namespace):
     from runners.vertex import VertexConfig
 
     overrides = {k: getattr(args, k) for k in VERTEX_FLAGS if getattr(args, k) is not None}
-    if args.train_steps is not None:
-        overrides["train_steps"] = args.train_steps
+    for flag, setting in (("train_steps", "train_steps"), ("tune", "tune_trials"), ("parallel_trials", "tune_parallel_trials")):
+        if getattr(args, flag) is not None:
+            overrides[setting] = getattr(args, flag)
     if args.config:
         return VertexConfig.from_file(args.config, overrides)
     return VertexConfig.from_mapping(overrides)
@@ -515,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, flag_help in VERTEX_FLAGS.items():
             p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=flag_help)
         p.add_argument("--train-steps", type=int, help="training steps")
+        p.add_argument("--tune", type=int, metavar="TRIALS", help="tune first with this many trials, chosen by Vertex AI Vizier")
+        p.add_argument("--parallel-trials", type=int, metavar="N", help="trials run at once when tuning (default 2)")
         p.add_argument("--output", default=os.path.join(HERE, "build", "pipeline.json"), help="spec path (default: %(default)s)")
         p.set_defaults(func=func)
         if name == "submit":

@@ -6,11 +6,15 @@ KerasTuner 1.4 runs on Keras 3 and refuses tf_keras models (TFX 1.16 needs Keras
 trials are run here (`StepsTuner.run_trial`) while KerasTuner's oracle chooses them: Bayesian
 optimisation over the space, its trial records and best hyperparameters, which TFX's Tuner
 component writes as its `best_hyperparameters` artifact.
+
+On Vertex AI (custom_config "vizier"), Vertex AI Vizier chooses the trials instead
+(modules/vizier.py), and TFX's Vertex Tuner runs them in parallel on Vertex AI Training.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import keras_tuner as kt
@@ -92,7 +96,8 @@ class StepsTuner(kt.engine.base_tuner.BaseTuner):
 
 
 def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
-    """TFX Tuner callback. custom_config: {"hparams": the base, "max_trials": N, "seed": ...}."""
+    """TFX Tuner callback. custom_config: {"hparams": the base, "max_trials": N, and on Vertex
+    "vizier": {"project", "region", "study_prefix"}: the trials are then Vizier's}."""
     config = fn_args.custom_config or {}
     code.check(config.get("module_fingerprint"), code.TUNER_CODE)
     base = HParams.from_dict(config.get("hparams", {}))
@@ -106,20 +111,28 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     hp = kt.HyperParameters()
     declare(hp, base)
     max_trials = int(config.get("max_trials", 4))
-    oracle = StartAtDefaults(
-        objective=kt.Objective("val_auc", "max"),
-        max_trials=max_trials,
-        num_initial_points=max(2, max_trials // 3),
-        hyperparameters=hp,
-        seed=base.seed,
-    )
+    common = dict(objective=kt.Objective("val_auc", "max"), max_trials=max_trials, hyperparameters=hp, seed=base.seed)
+    vizier_settings = config.get("vizier")
+    if vizier_settings:
+        from modules.vizier import VizierOracle, study_name_for
+
+        # The same tuning (inputs and settings) retried continues its study.
+        study = study_name_for(vizier_settings["study_prefix"], fn_args.train_files, fn_args.eval_files, config)
+        oracle: kt.Oracle = VizierOracle(
+            vizier_settings["project"], vizier_settings["region"], study, SEARCH_SPACE, first_values=hp.values, **common
+        )
+    else:
+        oracle = StartAtDefaults(num_initial_points=max(2, max_trials // 3), **common)
+    # Each tuner process gets its own folder: on Vertex, TFX's Tuner gives every replica (and
+    # the chief oracle) the same working_dir, and a KerasTuner project folder is not shared.
+    directory = os.path.join(fn_args.working_dir, f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner')}-{os.getpid()}")
     tuner = StepsTuner(
         oracle,
         base,
         datasets,
         fn_args.train_steps,
         fn_args.eval_steps,
-        directory=fn_args.working_dir,
+        directory=directory,
         project_name="taxi",
         overwrite=True,
     )

@@ -102,23 +102,44 @@ class VertexTraining:
     accelerator_count: int = 0
     service_account: str | None = None
 
+    def _job_spec(self, replicas: int = 1) -> dict[str, Any]:
+        """A CustomJob spec: the primary replica, and with `replicas` > 1 a second worker pool
+        of the same machines for the rest."""
+        machine_spec: dict[str, Any] = {"machine_type": self.machine_type}
+        if self.accelerator_type:
+            machine_spec.update(accelerator_type=self.accelerator_type, accelerator_count=self.accelerator_count)
+        pools = [
+            {"machine_spec": dict(machine_spec), "replica_count": count, "container_spec": {"image_uri": self.image}}
+            for count in ([1, replicas - 1] if replicas > 1 else [1])
+        ]
+        job_spec: dict[str, Any] = {"worker_pool_specs": pools}
+        if self.service_account:
+            job_spec["service_account"] = self.service_account
+        return job_spec
+
     def custom_config(self) -> dict[str, Any]:
         """The Trainer custom_config keys that TFX's Vertex training client reads."""
         from tfx.extensions.google_cloud_ai_platform import constants
         from tfx.extensions.google_cloud_ai_platform.trainer import executor
 
-        machine_spec: dict[str, Any] = {"machine_type": self.machine_type}
-        if self.accelerator_type:
-            machine_spec.update(accelerator_type=self.accelerator_type, accelerator_count=self.accelerator_count)
-        job_spec: dict[str, Any] = {
-            "worker_pool_specs": [{"machine_spec": machine_spec, "replica_count": 1, "container_spec": {"image_uri": self.image}}]
-        }
-        if self.service_account:
-            job_spec["service_account"] = self.service_account
         return {
             constants.ENABLE_VERTEX_KEY: True,
             constants.VERTEX_REGION_KEY: self.region,
-            executor.TRAINING_ARGS_KEY: {"project": self.project, "job_spec": job_spec},
+            executor.TRAINING_ARGS_KEY: {"project": self.project, "job_spec": self._job_spec()},
+        }
+
+    def tuning_config(self, parallel_trials: int, study_prefix: str) -> dict[str, Any]:
+        """The Tuner custom_config keys that TFX's Vertex Tuner reads (its trials: one CustomJob
+        of `parallel_trials` replicas on the training machines), and the Vizier study that
+        chooses the trials (modules/tuning.py)."""
+        from tfx.extensions.google_cloud_ai_platform import constants
+        from tfx.extensions.google_cloud_ai_platform.tuner import executor
+
+        return {
+            constants.ENABLE_VERTEX_KEY: True,
+            constants.VERTEX_REGION_KEY: self.region,
+            executor.TUNING_ARGS_KEY: {"project": self.project, "job_spec": self._job_spec(parallel_trials)},
+            "vizier": {"project": self.project, "region": self.region, "study_prefix": study_prefix},
         }
 
 
@@ -189,7 +210,9 @@ class PipelineConfig:
         *); anything else the data gate finds stops the run before Transform.
       tune_trials: run the Tuner with this many trials before training (its best
         hyperparameters feed the Trainer); 0: train with the newest tuned hyperparameters
-        recorded in ML Metadata, else with `hparams` (local runs).
+        recorded in ML Metadata, else with `hparams`. With vertex_training, the trials run on
+        Vertex AI Training and Vertex AI Vizier chooses them.
+      tune_parallel_trials: trials run at once (Vertex: the tuning job's replicas).
       accept_at_run_time: compile `accept_anomalies` as the pipeline's runtime parameter
         ACCEPT_PARAMETER (its default), so each Vertex AI run can set it without recompiling.
       gate_limits: the data gate's limits beyond the schema (schemas/limits.json, as JSON):
@@ -219,6 +242,7 @@ class PipelineConfig:
     accept_anomalies: tuple[str, ...] = ()
     accept_at_run_time: bool = False
     tune_trials: int = 0
+    tune_parallel_trials: int = 1
     gate_limits: str = ""
 
     def __post_init__(self) -> None:
@@ -260,6 +284,19 @@ class PipelineConfig:
             isinstance(self.tune_trials, int) and not isinstance(self.tune_trials, bool) and self.tune_trials >= 0,
             "tune_trials",
             f"must be a non-negative integer, got {self.tune_trials!r}",
+        )
+        _require(
+            isinstance(self.tune_parallel_trials, int)
+            and not isinstance(self.tune_parallel_trials, bool)
+            and self.tune_parallel_trials >= 1
+            and (self.tune_trials == 0 or self.tune_parallel_trials <= self.tune_trials),
+            "tune_parallel_trials",
+            f"must be between 1 and tune_trials ({self.tune_trials}), got {self.tune_parallel_trials!r}",
+        )
+        _require(
+            self.tune_trials == 0 or self.tune_parallel_trials == 1 or self.vertex_training is not None,
+            "tune_parallel_trials",
+            "parallel trials need vertex_training (local trials run one at a time)",
         )
         _require(
             self.span_pattern is None or "{SPAN}" in self.span_pattern,

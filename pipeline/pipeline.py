@@ -21,10 +21,11 @@ from tfx.components import (
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
 from tfx.types import Channel, standard_artifacts
 
 from modules import code
@@ -181,19 +182,36 @@ def create_pipeline(
     # tuning can run weekly and training daily), else cfg.hparams (the Trainer's defaults).
     tuned = {}
     if cfg.tune_trials:
-        tuner = Tuner(
-            tuner_fn=TUNER_FN,
-            **training_inputs,
-            custom_config={
+        tuner_class, tuner_config = (
+            Tuner,
+            {
                 "hparams": cfg.hparams.to_dict(),
                 "max_trials": cfg.tune_trials,
                 "module_fingerprint": code_fingerprint(TUNER_CODE),
             },
-        ).with_id(TUNER)
+        )
+        tune_args = None
+        if cfg.vertex_training:
+            # TFX's Vertex Tuner: the trials run as one Vertex AI Training job of
+            # tune_parallel_trials replicas, and Vertex AI Vizier chooses them.
+            from tfx.extensions.google_cloud_ai_platform.tuner.component import Tuner as VertexTuner
+
+            tuner_class = VertexTuner
+            tuner_config.update(cfg.vertex_training.tuning_config(cfg.tune_parallel_trials, cfg.pipeline_name))
+            tune_args = tuner_pb2.TuneArgs(num_parallel_trials=cfg.tune_parallel_trials)
+        tuner = tuner_class(tuner_fn=TUNER_FN, tune_args=tune_args, **training_inputs, custom_config=tuner_config).with_id(TUNER)
         tuned = {"hyperparameters": tuner.outputs["best_hyperparameters"]}
         nodes.append(tuner)
     elif cfg.continuous_training:
         latest_tuning = resolvers.latest_tuning_resolver(TUNER).with_id(HPARAMS_RESOLVER)
+        tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
+        nodes.append(latest_tuning)
+    elif cfg.vertex_training:
+        # Compiled for Vertex AI, whose compiler knows only TFX's own strategies: the newest
+        # HyperParameters in Vertex ML Metadata (none before the first tuning).
+        latest_tuning = Resolver(
+            strategy_class=LatestArtifactStrategy, hyperparameters=Channel(type=standard_artifacts.HyperParameters)
+        ).with_id(HPARAMS_RESOLVER)
         tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
         nodes.append(latest_tuning)
     trainer = trainer_class(

@@ -106,6 +106,12 @@ class VertexConfig:
     serving_model_dir: str | None = None  # default: <pipeline_root>/serving
     # Training length and hyperparameters, as for local runs.
     train_steps: int = 2000
+    # Hyperparameter tuning before training (0: none; the Trainer then uses the newest tuning in
+    # Vertex ML Metadata, else `hparams`). Vertex AI Vizier chooses the trials; they run
+    # `tune_parallel_trials` at a time as replicas of one Vertex AI Training job on the training
+    # machines. A weekly tuning beside daily training: two specs, two schedules (docs/vertex.md).
+    tune_trials: int = 0
+    tune_parallel_trials: int = 2
     hparams: HParams = dataclasses.field(default_factory=HParams)
     enable_cache: bool = True
     # Optional recurring run (cron, in the region's time zone unless TZ= is given).
@@ -145,6 +151,10 @@ class VertexConfig:
                 f"not a service account email: {self.service_account!r}",
             )
         _require(self.dataflow_max_workers > 0, "vertex.dataflow_max_workers", "must be positive")
+        _require(self.tune_trials >= 0, "vertex.tune_trials", f"must be 0 (no tuning) or more, got {self.tune_trials}")
+        _require(
+            self.tune_parallel_trials >= 1, "vertex.tune_parallel_trials", f"must be at least 1, got {self.tune_parallel_trials}"
+        )
         _require(self.dataflow_disk_size_gb >= 30, "vertex.dataflow_disk_size_gb", "must be at least 30 (the image is ~12 GB)")
         _require(
             (self.training_accelerator_type is None) == (self.training_accelerator_count == 0),
@@ -261,6 +271,9 @@ class VertexConfig:
             metadata_uri=None,  # Vertex ML Metadata, provided by the service
             train_steps=self.train_steps,
             hparams=self.hparams,
+            tune_trials=self.tune_trials,
+            # More replicas than trials would only wait for nothing.
+            tune_parallel_trials=min(self.tune_parallel_trials, max(1, self.tune_trials)),
             beam_pipeline_args=self.beam_pipeline_args(),
             enable_cache=self.enable_cache,
             vertex_training=training,
@@ -378,7 +391,8 @@ def submit(vcfg: VertexConfig, job, wait: bool = False):
     if vcfg.schedule_cron:
         return job.create_schedule(
             cron=vcfg.schedule_cron,
-            display_name=f"{vcfg.pipeline_name}-schedule",
+            # A weekly tuning beside the daily training: told apart in the console.
+            display_name=f"{vcfg.pipeline_name}-{'tuning-' if vcfg.tune_trials else ''}schedule",
             service_account=vcfg.service_account,
         )
     if wait:

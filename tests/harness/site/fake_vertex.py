@@ -2,22 +2,34 @@
 type-checks every request (proto-plus refuses an unknown field or a wrong type), and what
 reaches the transport is recorded in FAKE_VERTEX_DIR/requests.jsonl and answered here.
 
-* JobService (Vertex AI Training): a CustomJob runs its first worker pool's container
-  command locally, in this image, as Vertex Training would run it in the image; it succeeds
-  or fails with the command.
+* JobService (Vertex AI Training): a CustomJob runs every replica of every worker pool as a
+  local process of this image, at once, each with the CLUSTER_SPEC that Vertex AI Training
+  sets (addresses on loopback); it succeeds when every replica exits 0.
 * ModelService / EndpointService (the Pusher's endpoint): models and endpoints are kept in
   FAKE_VERTEX_DIR/state.json; long-running operations complete at once.
+* VizierService (the Tuner on Vertex): studies and trials are kept in state.json and checked
+  as the service checks them (a parameter outside the study's spec, a measurement of an
+  unknown metric, completing a finished trial: refused). Suggestions are uniform random
+  samples of the study's space: Vizier's own algorithm runs only in the service.
+
+The state is shared by every process of a run (the tuning job's replicas call Vizier while the
+pipeline task that created the job waits), under a file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
+import random
+import socket
 import subprocess
 import sys
 import threading
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # requests.jsonl, within a process
 
 
 def _record(directory: str, method: str, request) -> None:
@@ -28,17 +40,20 @@ def _record(directory: str, method: str, request) -> None:
         f.write(json.dumps({"method": method, "type": type(request).__name__, "request": body}) + "\n")
 
 
-def _state(directory: str) -> dict:
+@contextlib.contextmanager
+def _transaction(directory: str):
+    """The state, read and written back under an exclusive lock across processes."""
     path = os.path.join(directory, "state.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {"jobs": {}, "models": {}, "endpoints": {}, "counter": 0}
-
-
-def _save(directory: str, state: dict) -> None:
-    with open(os.path.join(directory, "state.json"), "w") as f:
-        json.dump(state, f, indent=1)
+    with open(os.path.join(directory, "state.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = {"jobs": {}, "models": {}, "endpoints": {}, "studies": {}, "counter": 0}
+        if os.path.exists(path):
+            with open(path) as f:
+                state.update(json.load(f))
+        yield state
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 def _next_id(state: dict) -> str:
@@ -46,16 +61,18 @@ def _next_id(state: dict) -> str:
     return str(1000 + state["counter"])
 
 
-def _stub(directory: str, method: str, expected: type, answer):
+def _stub(directory: str, method: str, expected: type, answer, transaction: bool = True):
+    """The transport method: checks the request's type, records it, answers it (in a state
+    transaction unless the answer manages its own)."""
+
     def call(request, *args, **kwargs):
         if not isinstance(request, expected):
             raise TypeError(f"{method}: sent {type(request).__name__}, the API takes {expected.__name__}")
         _record(directory, method, request)
-        with _lock:
-            state = _state(directory)
-            response = answer(request, state)
-            _save(directory, state)
-        return response
+        if not transaction:
+            return answer(request, None)
+        with _transaction(directory) as state:
+            return answer(request, state)
 
     return property(lambda self: call)
 
@@ -83,21 +100,41 @@ def install(directory: str) -> None:
     project = os.environ.get("GOOGLE_CLOUD_PROJECT", "my-project")
     google.auth.default = lambda *a, **k: (AnonymousCredentials(), project)
 
-    def create_custom_job(request: v1.CreateCustomJobRequest, state):
+    def create_custom_job(request: v1.CreateCustomJobRequest, _):
         job = request.custom_job
-        pool = job.job_spec.worker_pool_specs[0]
-        argv = list(pool.container_spec.command) + list(pool.container_spec.args)
-        with open(os.path.join(directory, "training.log"), "a") as log:
-            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT)
-        name = f"{request.parent}/customJobs/{_next_id(state)}"
-        succeeded = proc.returncode == 0
-        state["jobs"][name] = "JOB_STATE_SUCCEEDED" if succeeded else "JOB_STATE_FAILED"
-        return v1.CustomJob(name=name, display_name=job.display_name, state=state["jobs"][name])
+        with _transaction(directory) as state:
+            name = f"{request.parent}/customJobs/{_next_id(state)}"
+            state["jobs"][name] = "JOB_STATE_RUNNING"
+        pools = [(f"workerpool{i}", pool) for i, pool in enumerate(job.job_spec.worker_pool_specs) if pool.replica_count]
+        # Every replica's address, as Vertex AI Training lists them in CLUSTER_SPEC.
+        cluster = {kind: [f"127.0.0.1:{_free_port()}" for _ in range(pool.replica_count)] for kind, pool in pools}
+        logs = os.path.join(directory, "jobs", name.rsplit("/", 1)[1])
+        os.makedirs(logs)
+        running = []
+        for kind, pool in pools:
+            argv = list(pool.container_spec.command) + list(pool.container_spec.args)
+            for index in range(pool.replica_count):
+                spec = {"cluster": cluster, "environment": "cloud", "task": {"type": kind, "index": index}}
+                env = dict(os.environ, CLUSTER_SPEC=json.dumps(spec), CLOUD_ML_JOB_ID=name.rsplit("/", 1)[1])
+                log = open(os.path.join(logs, f"{kind}-{index}.log"), "w")
+                running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        codes = [proc.wait() for proc, _ in running]
+        for _, log in running:
+            log.close()
+        with open(os.path.join(directory, "training.log"), "a") as out:
+            for entry in sorted(os.listdir(logs)):
+                with open(os.path.join(logs, entry)) as f:
+                    out.write(f"==> {name} {entry}\n{f.read()}")
+        with _transaction(directory) as state:
+            state["jobs"][name] = "JOB_STATE_SUCCEEDED" if not any(codes) else "JOB_STATE_FAILED"
+            return v1.CustomJob(name=name, display_name=job.display_name, state=state["jobs"][name])
 
     def get_custom_job(request: v1.GetCustomJobRequest, state):
         return v1.CustomJob(name=request.name, state=state["jobs"][request.name])
 
-    JobServiceGrpcTransport.create_custom_job = _stub(directory, "CreateCustomJob", v1.CreateCustomJobRequest, create_custom_job)
+    JobServiceGrpcTransport.create_custom_job = _stub(
+        directory, "CreateCustomJob", v1.CreateCustomJobRequest, create_custom_job, transaction=False
+    )
     JobServiceGrpcTransport.get_custom_job = _stub(directory, "GetCustomJob", v1.GetCustomJobRequest, get_custom_job)
 
     def upload_model(request: v1.UploadModelRequest, state):
@@ -164,4 +201,196 @@ def install(directory: str) -> None:
         (EndpointServiceGrpcTransport, "undeploy_model", v1.UndeployModelRequest, undeploy_model),
     ):
         setattr(transport, method, _stub(directory, method, request_type, answer))
+    _install_vizier(directory)
     sys.modules[__name__].installed = True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_spec(spec) -> None:
+    """What CreateStudy refuses: no metric, a parameter without exactly one value spec, an empty
+    or inverted range, a log scale reaching 0, unsorted or repeated discrete values."""
+    from google.api_core import exceptions
+
+    if not spec.metrics:
+        raise exceptions.InvalidArgument("study_spec.metrics: at least one metric is required")
+    seen = set()
+    for p in spec.parameters:
+        if p.parameter_id in seen or not p.parameter_id:
+            raise exceptions.InvalidArgument(f"study_spec.parameters: bad or repeated parameter_id {p.parameter_id!r}")
+        seen.add(p.parameter_id)
+        kinds = [
+            k for k in ("double_value_spec", "integer_value_spec", "categorical_value_spec", "discrete_value_spec") if k in p
+        ]
+        if len(kinds) != 1:
+            raise exceptions.InvalidArgument(f"parameter {p.parameter_id}: exactly one value spec, got {kinds}")
+        if kinds[0] == "double_value_spec":
+            low, high = p.double_value_spec.min_value, p.double_value_spec.max_value
+            if not low < high or (p.scale_type.name == "UNIT_LOG_SCALE" and low <= 0):
+                raise exceptions.InvalidArgument(f"parameter {p.parameter_id}: bad range [{low}, {high}] for {p.scale_type.name}")
+        elif kinds[0] == "discrete_value_spec":
+            values = list(p.discrete_value_spec.values)
+            if not values or values != sorted(set(values)):
+                raise exceptions.InvalidArgument(f"parameter {p.parameter_id}: discrete values must increase: {values}")
+        elif kinds[0] == "categorical_value_spec" and not p.categorical_value_spec.values:
+            raise exceptions.InvalidArgument(f"parameter {p.parameter_id}: no categories")
+
+
+def _check_parameters(spec, parameters) -> None:
+    """A trial's parameters: each one of the study's, with a value its spec allows."""
+    from google.api_core import exceptions
+
+    specs = {p.parameter_id: p for p in spec.parameters}
+    for parameter in parameters:
+        p, value = specs.get(parameter.parameter_id), parameter.value
+        if p is None:
+            raise exceptions.InvalidArgument(f"trial parameter {parameter.parameter_id!r} is not in the study")
+        if "double_value_spec" in p:
+            ok = isinstance(value, float) and p.double_value_spec.min_value <= value <= p.double_value_spec.max_value
+        elif "discrete_value_spec" in p:
+            ok = isinstance(value, float) and any(math.isclose(value, v) for v in p.discrete_value_spec.values)
+        elif "categorical_value_spec" in p:
+            ok = value in list(p.categorical_value_spec.values)
+        else:
+            ok = isinstance(value, float) and float(value).is_integer()
+        if not ok:
+            raise exceptions.InvalidArgument(f"trial parameter {parameter.parameter_id}={value!r} is outside its spec")
+
+
+def _sample(spec, rng: random.Random) -> list:
+    from google.cloud.aiplatform_v1 import Trial
+
+    chosen = []
+    for p in spec.parameters:
+        if "double_value_spec" in p:
+            low, high = p.double_value_spec.min_value, p.double_value_spec.max_value
+            if p.scale_type.name == "UNIT_LOG_SCALE":
+                value = math.exp(rng.uniform(math.log(low), math.log(high)))
+            else:
+                value = rng.uniform(low, high)
+        elif "discrete_value_spec" in p:
+            value = rng.choice(list(p.discrete_value_spec.values))
+        elif "categorical_value_spec" in p:
+            value = rng.choice(list(p.categorical_value_spec.values))
+        else:
+            value = float(rng.randint(p.integer_value_spec.min_value, p.integer_value_spec.max_value))
+        chosen.append(Trial.Parameter(parameter_id=p.parameter_id, value=value))
+    return chosen
+
+
+def _install_vizier(directory: str) -> None:
+    from google.api_core import exceptions
+    from google.cloud import aiplatform_v1 as v1
+    from google.cloud.aiplatform_v1.services.vizier_service.transports.grpc import VizierServiceGrpcTransport
+
+    def study(state, name: str) -> dict:
+        if name not in state["studies"]:
+            raise exceptions.NotFound(f"study {name}")
+        return state["studies"][name]
+
+    def trial_of(state, name: str) -> tuple[dict, int, v1.Trial]:
+        entry = study(state, name.rsplit("/trials/", 1)[0])
+        for i, t in enumerate(entry["trials"]):
+            if json.loads(t)["name"] == name:
+                return entry, i, v1.Trial.from_json(t)
+        raise exceptions.NotFound(f"trial {name}")
+
+    def spec_of(entry: dict):
+        return v1.Study.from_json(entry["study"]).study_spec
+
+    def active(trial: v1.Trial) -> None:
+        if trial.state != v1.Trial.State.ACTIVE:
+            raise exceptions.FailedPrecondition(f"trial {trial.name} is {trial.state.name}, not ACTIVE")
+
+    def new_trial(state, name: str, parameters, client_id: str = "") -> v1.Trial:
+        entry = study(state, name)
+        trial_id = str(len(entry["trials"]) + 1)
+        trial = v1.Trial(
+            name=f"{name}/trials/{trial_id}", id=trial_id, state=v1.Trial.State.ACTIVE, parameters=parameters, client_id=client_id
+        )
+        entry["trials"].append(v1.Trial.to_json(trial))
+        return trial
+
+    def create_study(request: v1.CreateStudyRequest, state):
+        _check_spec(request.study.study_spec)
+        if any(v1.Study.from_json(s["study"]).display_name == request.study.display_name for s in state["studies"].values()):
+            raise exceptions.AlreadyExists(f"study {request.study.display_name!r} exists in {request.parent}")
+        created = v1.Study(request.study)
+        created.name = f"{request.parent}/studies/{_next_id(state)}"
+        created.state = v1.Study.State.ACTIVE
+        state["studies"][created.name] = {"study": v1.Study.to_json(created), "trials": []}
+        return created
+
+    def lookup_study(request: v1.LookupStudyRequest, state):
+        for name, entry in state["studies"].items():
+            found = v1.Study.from_json(entry["study"])
+            if name.startswith(request.parent + "/") and found.display_name == request.display_name:
+                return found
+        raise exceptions.NotFound(f"no study named {request.display_name!r} in {request.parent}")
+
+    def create_trial(request: v1.CreateTrialRequest, state):
+        _check_parameters(spec_of(study(state, request.parent)), request.trial.parameters)
+        return new_trial(state, request.parent, request.trial.parameters)
+
+    def suggest_trials(request: v1.SuggestTrialsRequest, state):
+        entry = study(state, request.parent)
+        trials = [v1.Trial.from_json(t) for t in entry["trials"]]
+        # A client asking again while its trial is still active gets that trial (Vizier's
+        # contract for client_id).
+        pending = [t for t in trials if t.client_id == request.client_id and t.state == v1.Trial.State.ACTIVE]
+        if not pending:
+            rng = random.Random(f"{request.parent}/{len(trials)}")
+            pending = [
+                new_trial(state, request.parent, _sample(spec_of(entry), rng), request.client_id)
+                for _ in range(request.suggestion_count)
+            ]
+        return _operation(
+            v1.SuggestTrialsResponse(trials=pending, study_state=v1.Study.State.ACTIVE),
+            v1.SuggestTrialsMetadata(client_id=request.client_id),
+        )
+
+    def add_trial_measurement(request: v1.AddTrialMeasurementRequest, state):
+        entry, i, trial = trial_of(state, request.trial_name)
+        active(trial)
+        metrics = {m.metric_id for m in spec_of(entry).metrics}
+        unknown = [m.metric_id for m in request.measurement.metrics if m.metric_id not in metrics]
+        if unknown:
+            raise exceptions.InvalidArgument(f"measurement of metrics the study does not have: {unknown}")
+        trial.measurements.append(request.measurement)
+        entry["trials"][i] = v1.Trial.to_json(trial)
+        return trial
+
+    def complete_trial(request: v1.CompleteTrialRequest, state):
+        entry, i, trial = trial_of(state, request.name)
+        active(trial)
+        if request.trial_infeasible:
+            trial.state, trial.infeasible_reason = v1.Trial.State.INFEASIBLE, request.infeasible_reason
+        else:
+            metrics = {m.metric_id for m in spec_of(entry).metrics}
+            final = request.final_measurement if "final_measurement" in request else None
+            if final is None and not trial.measurements:
+                raise exceptions.InvalidArgument(f"trial {request.name}: no final measurement and no measurement")
+            if final is not None and {m.metric_id for m in final.metrics} != metrics:
+                raise exceptions.InvalidArgument(f"final measurement must have the study's metrics {sorted(metrics)}")
+            trial.state = v1.Trial.State.SUCCEEDED
+            trial.final_measurement = final if final is not None else trial.measurements[-1]
+        entry["trials"][i] = v1.Trial.to_json(trial)
+        return trial
+
+    def list_trials(request: v1.ListTrialsRequest, state):
+        return v1.ListTrialsResponse(trials=[v1.Trial.from_json(t) for t in study(state, request.parent)["trials"]])
+
+    for method, request_type, answer in (
+        ("create_study", v1.CreateStudyRequest, create_study),
+        ("lookup_study", v1.LookupStudyRequest, lookup_study),
+        ("create_trial", v1.CreateTrialRequest, create_trial),
+        ("suggest_trials", v1.SuggestTrialsRequest, suggest_trials),
+        ("add_trial_measurement", v1.AddTrialMeasurementRequest, add_trial_measurement),
+        ("complete_trial", v1.CompleteTrialRequest, complete_trial),
+        ("list_trials", v1.ListTrialsRequest, list_trials),
+    ):
+        setattr(VizierServiceGrpcTransport, method, _stub(directory, method, request_type, answer))
