@@ -15,7 +15,7 @@ import pathlib
 # the Trainer, not Transform).
 TRANSFORM_CODE = ("features.py", "preprocessing.py")
 TRAINER_CODE = ("features.py", "contract.py", "hparams.py", "model.py", "trainer.py")
-TUNER_CODE = (*TRAINER_CODE, "tuning.py")
+TUNER_CODE = (*TRAINER_CODE, "tuning.py", "vizier.py")
 
 HERE = pathlib.Path(__file__).parent
 

@@ -13,13 +13,13 @@ On Vertex AI (custom_config "vizier"), Vertex AI Vizier chooses the trials inste
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import keras_tuner as kt
 import tensorflow_transform as tft
 import tf_keras as keras
+from absl import logging as absl_logging
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
@@ -27,8 +27,6 @@ from modules import code
 from modules.hparams import SEARCH_SPACE, HParams, from_tuned
 from modules.model import build_model
 from modules.trainer import EarlyStoppingInSteps, _dataset, fit_steps
-
-logger = logging.getLogger(__name__)
 
 
 def declare(hp: kt.HyperParameters, base: HParams) -> None:
@@ -82,8 +80,10 @@ class StepsTuner(kt.engine.base_tuner.BaseTuner):
             validation_steps=self.eval_steps,
             verbose=0,
         )
-        logger.info(
-            "trial %s: %s -> val_auc %.4f at step %d",
+        # absl: shown wherever TFX runs the Tuner (on Vertex, in each replica's log).
+        absl_logging.info(
+            "tuner %s, trial %s: %s -> val_auc %.4f at step %d",
+            self.tuner_id,
             trial.trial_id,
             trial.hyperparameters.values,
             fitted.best_value or 0,

@@ -133,6 +133,13 @@ EXPECTED_EDGES = {
     P.PUSHER: {P.TRAINER, P.EVALUATOR},
 }
 
+# Compiled for Vertex AI: the Trainer takes the newest HyperParameters in Vertex ML Metadata.
+EXPECTED_EDGES_VERTEX = {
+    **EXPECTED_EDGES,
+    P.HPARAMS_RESOLVER: set(),
+    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.HPARAMS_RESOLVER},
+}
+
 # Local runs (continuous training): Transform takes the span window, the Trainer a warm-start model
 # and the newest tuned hyperparameters.
 EXPECTED_EDGES_CONTINUOUS = {

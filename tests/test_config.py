@@ -32,6 +32,10 @@ def cfg(tmp_path, **overrides):
         ({"pipeline_root": ""}, "pipeline_root"),
         ({"split_buckets": (("train", 2), ("test", 1))}, "split_buckets"),
         ({"split_buckets": (("train", 0), ("eval", 1))}, "split_buckets"),
+        ({"tune_trials": 2, "tune_parallel_trials": 3}, "tune_parallel_trials"),
+        # Local trials run one at a time (parallel trials are Vertex AI Training replicas).
+        ({"tune_trials": 4, "tune_parallel_trials": 2}, "tune_parallel_trials"),
+        ({"tune_trials": 4, "tune_parallel_trials": 0}, "tune_parallel_trials"),
     ],
 )
 def test_bad_pipeline_config_names_the_field(tmp_path, overrides, field):
@@ -159,11 +163,13 @@ def test_hparams_reach_the_trainer_config(tmp_path):
 @pytest.mark.parametrize(
     "edited, reruns",
     [
-        ("model.py", {P.TRAINER}),
-        ("trainer.py", {P.TRAINER}),
-        ("hparams.py", {P.TRAINER}),
+        ("model.py", {P.TRAINER, P.TUNER}),
+        ("trainer.py", {P.TRAINER, P.TUNER}),
+        ("hparams.py", {P.TRAINER, P.TUNER}),
         ("preprocessing.py", {P.TRANSFORM}),
-        ("features.py", {P.TRANSFORM, P.TRAINER}),
+        ("features.py", {P.TRANSFORM, P.TRAINER, P.TUNER}),
+        ("tuning.py", {P.TUNER}),
+        ("vizier.py", {P.TUNER}),
     ],
 )
 def test_editing_user_code_changes_only_the_cache_keys_of_components_that_run_it(tmp_path, edited, reruns):
@@ -171,14 +177,14 @@ def test_editing_user_code_changes_only_the_cache_keys_of_components_that_run_it
     modules_dir = pathlib.Path(P.F.__file__).parent
     copy = tmp_path / "modules"
     shutil.copytree(modules_dir, copy)
-    keys = {P.TRANSFORM: P.TRANSFORM_CODE, P.TRAINER: P.TRAINER_CODE}
+    keys = {P.TRANSFORM: P.TRANSFORM_CODE, P.TRAINER: P.TRAINER_CODE, P.TUNER: P.TUNER_CODE}
     before = {c: P.code_fingerprint(files, str(copy)) for c, files in keys.items()}
     with open(copy / edited, "a") as f:
         f.write("\n# edited\n")
     after = {c: P.code_fingerprint(files, str(copy)) for c, files in keys.items()}
     assert {c for c in keys if before[c] != after[c]} == reruns
     # And create_pipeline puts those digests into each component's configuration.
-    pipeline = P.create_pipeline(cfg(tmp_path))
+    pipeline = P.create_pipeline(cfg(tmp_path, tune_trials=2))
     for component, files in keys.items():
         assert _custom_config(pipeline, component)["module_fingerprint"] == P.code_fingerprint(files)
 

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import runner
-from helpers import EXPECTED_EDGES, ROOT
+from helpers import EXPECTED_EDGES_VERTEX, ROOT
 from pipeline import pipeline as P
 from pipeline.configs import ConfigError
 from runners import vertex
@@ -73,13 +73,14 @@ def test_tasks_and_edges_are_the_local_pipelines(compiled):
     for name, task in spec.root.dag.tasks.items():
         deps = {component_of(d) for d in task.dependent_tasks} - {component_of(name)}
         edges.setdefault(component_of(name), set()).update(deps)
-    assert edges == EXPECTED_EDGES
+    assert edges == EXPECTED_EDGES_VERTEX
 
 
 def test_every_container_runs_the_configured_image(compiled):
     _, _, spec = compiled
     images = {name: e["container"]["image"] for name, e in spec.deployment_spec["executors"].items() if "container" in e}
-    assert len(images) == len(EXPECTED_EDGES) - 1  # all but the resolver, which has no container
+    # All but the resolvers (the baseline's and the tuning's), which have no container.
+    assert len(images) == len(EXPECTED_EDGES_VERTEX) - 2
     assert set(images.values()) == {SETTINGS["image"]}
 
 
@@ -119,6 +120,47 @@ def test_trainer_runs_on_vertex_training(compiled):
     assert pool["container_spec"]["image_uri"] == SETTINGS["image"]
     assert training["job_spec"]["service_account"] == SETTINGS["service_account"]
     assert "hparams" in config  # the model's settings travel with the Vertex ones
+
+
+def task_parameter(spec, task: str, name: str) -> str:
+    value = spec.root.dag.tasks[task].inputs.parameters[name].runtime_value
+    return value.constant_value.string_value if value.HasField("constant_value") else value.constant.string_value
+
+
+def test_without_tuning_the_trainer_takes_the_newest_tuning_from_metadata(compiled):
+    _, job, spec = compiled
+    assert P.TUNER not in spec.root.dag.tasks
+    trainer_inputs = spec.root.dag.tasks[P.TRAINER].inputs.artifacts
+    assert trainer_inputs["hyperparameters"].task_output_artifact.producer_task == P.HPARAMS_RESOLVER
+    (query,) = executor(spec, P.HPARAMS_RESOLVER)["resolver"]["outputArtifactQueries"].values()
+    assert query["filter"] == 'schema_title="tfx.HyperParameters" AND state=LIVE'
+
+
+def test_tuning_runs_parallel_trials_on_vertex_training_chosen_by_vizier(tmp_path):
+    settings = {**SETTINGS, "tune_trials": 8, "tune_parallel_trials": 3}
+    job = json.loads(pathlib.Path(vertex.compile_pipeline(vertex.VertexConfig(**settings), str(tmp_path / "t.json"))).read_text())
+    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    assert P.HPARAMS_RESOLVER not in spec.root.dag.tasks
+    args = list(executor(spec, P.TUNER)["container"]["args"])
+    assert args[args.index("--executor_class_path") + 1] == "tfx.extensions.google_cloud_ai_platform.tuner.executor.Executor"
+    assert json.loads(task_parameter(spec, P.TUNER, "tune_args")) == {"num_parallel_trials": 3}
+    config = custom_config(spec, P.TUNER)
+    assert config["max_trials"] == 8 and config["ai_platform_enable_vertex"] is True
+    assert config["vizier"] == {"project": "my-project", "region": "europe-west4", "study_prefix": "taxi-big-tipper"}
+    job_spec = config["ai_platform_tuning_args"]["job_spec"]
+    # The primary replica (which also hosts the chief oracle) and two more: three trials at once,
+    # on the training machines.
+    assert [p["replica_count"] for p in job_spec["worker_pool_specs"]] == [1, 2]
+    trainer_pool = custom_config(spec, P.TRAINER)["ai_platform_training_args"]["job_spec"]["worker_pool_specs"][0]
+    assert all(p["machine_spec"] == trainer_pool["machine_spec"] for p in job_spec["worker_pool_specs"])
+    assert job_spec["service_account"] == SETTINGS["service_account"]
+    trainer_inputs = spec.root.dag.tasks[P.TRAINER].inputs.artifacts
+    assert trainer_inputs["hyperparameters"].task_output_artifact.producer_task == P.TUNER
+
+
+def test_no_more_tuning_replicas_than_trials(tmp_path):
+    cfg = vertex.VertexConfig(**{**SETTINGS, "tune_trials": 2, "tune_parallel_trials": 4}).pipeline_config()
+    assert cfg.tune_parallel_trials == 2
 
 
 def test_pusher_deploys_to_the_vertex_endpoint(compiled):
@@ -289,6 +331,8 @@ def test_accepted_anomalies_are_a_runtime_parameter_of_the_job(tmp_path, capsys)
         ({"dataflow_disk_size_gb": 10}, "vertex.dataflow_disk_size_gb: must be at least 30"),
         ({"hparams": {"dropout": 2}}, "vertex.hparams"),
         ({"colour": "blue"}, "vertex: unknown settings: colour"),
+        ({"tune_trials": -1}, "vertex.tune_trials: must be 0 (no tuning) or more"),
+        ({"tune_parallel_trials": 0}, "vertex.tune_parallel_trials: must be at least 1"),
     ],
 )
 def test_bad_settings_fail_naming_the_field(changes, field, tmp_path, capsys):

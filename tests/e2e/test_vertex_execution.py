@@ -21,6 +21,7 @@ import requests
 from harness import gcs_emulator, image, launcher
 
 from helpers import free_port, readme_request_body, span_rows
+from modules.hparams import SEARCH_SPACE, HParams, from_tuned
 from runners import vertex
 
 pytestmark = [pytest.mark.vertex, pytest.mark.e2e, pytest.mark.xdist_group("vertex-exec")]
@@ -76,6 +77,9 @@ class Cloud:
     def put_span(self, span: int, frame) -> None:
         gcs_emulator.write(self.endpoint, f"{DATA}/span-{span}/taxi.csv", frame.to_csv(index=False).encode())
 
+    def read(self, uri: str) -> bytes:
+        return gcs_emulator.read(self.endpoint, uri)
+
     def requests(self, method: str) -> list[dict]:
         path = self.vertex_dir / "requests.jsonl"
         lines = path.read_text().splitlines() if path.exists() else []
@@ -94,32 +98,47 @@ def cloud(tmp_path_factory):
     c.close()
 
 
-@pytest.fixture(scope="session")
-def job(cloud, tmp_path_factory) -> dict:
+IMAGE = "europe-west4-docker.pkg.dev/my-project/tfx/taxi:1.0"
+
+
+def compile_job(cloud, tmp_path_factory, **overrides) -> dict:
     settings = dict(
         project="my-project",
         region="europe-west4",
         pipeline_root=f"gs://{BUCKET}/tfx",
         data_root=DATA,
-        image="europe-west4-docker.pkg.dev/my-project/tfx/taxi:1.0",
+        image=IMAGE,
         # The curated schema inside the image (the Dockerfile's WORKDIR /pipeline).
         schema_path=cloud.image.path("/pipeline/schemas/schema.pbtxt"),
         endpoint_name="taxi-endpoint",
         serving_image="europe-west4-docker.pkg.dev/my-project/tfx/taxi-serving:1.0",
         train_steps=300,
+        **overrides,
     )
     path = vertex.compile_pipeline(vertex.VertexConfig(**settings), str(tmp_path_factory.mktemp("spec") / "pipeline.json"))
     return json.loads(pathlib.Path(path).read_text())
 
 
 @pytest.fixture(scope="session")
-def first_run(cloud, job):
+def job(cloud, tmp_path_factory) -> dict:
+    """The daily spec: no tuning (the newest tuning in ML Metadata, if any, is used)."""
+    return compile_job(cloud, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tuning_job(cloud, tmp_path_factory) -> dict:
+    """The weekly spec: 3 trials chosen by Vizier, 2 at a time, then training."""
+    return compile_job(cloud, tmp_path_factory, tune_trials=3, tune_parallel_trials=2)
+
+
+@pytest.fixture(scope="session")
+def first_run(cloud, tuning_job):
     cloud.put_span(1, span_rows(1))
-    return cloud.launcher.run(job)
+    return cloud.launcher.run(tuning_job)
 
 
-def test_the_compiled_pipeline_runs_task_by_task_on_gcs(first_run, job):
-    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+def test_the_compiled_pipeline_runs_task_by_task_on_gcs(first_run, tuning_job):
+    tasks = tuning_job["pipelineSpec"]["root"]["dag"]["tasks"]
     containers = [t for t in tasks if "resolver" not in t]
     assert sorted(first_run.executed) == sorted(containers)
     assert first_run.executed[0] == "example_gen" and first_run.executed[-1] == "pusher"
@@ -130,11 +149,56 @@ def test_the_compiled_pipeline_runs_task_by_task_on_gcs(first_run, job):
     assert first_run.outputs["evaluator"]["blessing"][0].metadata["blessed"] == 1
 
 
+def custom_jobs(cloud) -> dict[str, dict]:
+    """The CustomJobs created, by the TFX executor that created them (TFX names the tuning
+    jobs tfx_tuner_<time>)."""
+    jobs: dict[str, list[dict]] = {"tuner": [], "trainer": []}
+    for created in cloud.requests("CreateCustomJob"):
+        job = created["request"]["customJob"]
+        jobs["tuner" if job["displayName"].startswith("tfx_tuner_") else "trainer"].append(job)
+    return jobs
+
+
+def test_the_tuner_runs_parallel_trials_on_vertex_training_chosen_by_vizier(first_run, cloud):
+    """TFX's Vertex Tuner: one CustomJob of two replicas; the primary's chief oracle asks Vertex
+    AI Vizier for the trials (the defaults first), both replicas train them, and Vizier hears
+    every result. The best trial's values are the tuner's output."""
+    (tuning,) = custom_jobs(cloud)["tuner"]
+    pools = tuning["jobSpec"]["workerPoolSpecs"]
+    assert [int(p["replicaCount"]) for p in pools] == [1, 1]
+    assert {p["containerSpec"]["imageUri"] for p in pools} == {IMAGE}
+    (study,) = cloud.requests("create_study")
+    spec = study["request"]["study"]["studySpec"]
+    assert spec["metrics"] == [{"metricId": "val_auc", "goal": "MAXIMIZE"}]
+    assert sorted(p["parameterId"] for p in spec["parameters"]) == sorted(SEARCH_SPACE)
+    (defaults,) = cloud.requests("create_trial")
+    sent = {p["parameterId"]: p["value"] for p in defaults["request"]["trial"]["parameters"]}
+    assert sent["learning_rate"] == HParams().learning_rate and sent["hidden_units"] == "128,64"
+    assert len(cloud.requests("suggest_trials")) == 2
+    completed = cloud.requests("complete_trial")
+    assert len(completed) == 3 and all("finalMeasurement" in c["request"] for c in completed)
+    # Both replicas trained trials (each replica's log, as Vertex AI Training keeps it).
+    logs = (cloud.vertex_dir / "jobs").glob(f"*-{tuning['displayName']}/workerpool*.log")
+    ran = {log.name: log.read_text().count(", trial ") for log in logs}
+    assert ran.keys() == {"workerpool0-0.log", "workerpool1-0.log"} and all(ran.values()) and sum(ran.values()) == 3, ran
+    # The output is Vizier's best trial.
+    state = json.loads((cloud.vertex_dir / "state.json").read_text())
+    (trials,) = (entry["trials"] for entry in state["studies"].values())
+    trials = [json.loads(t) for t in trials]
+    best = max(trials, key=lambda t: t["finalMeasurement"]["metrics"][0]["value"])
+    artifact = first_run.outputs["tuner"]["best_hyperparameters"][0]
+    tuned = json.loads(cloud.read(f"{artifact.uri}/best_hyperparameters.txt"))["values"]
+    assert from_tuned(HParams(), tuned) == from_tuned(HParams(), {p["parameterId"]: p["value"] for p in best["parameters"]})
+    # The Trainer trained with them.
+    record = json.loads(cloud.read(first_run.outputs["trainer"]["model_run"][0].uri + "/training.json"))
+    assert record["tuned"] and HParams.from_dict(record["hparams"]) == from_tuned(HParams(), tuned)
+
+
 def test_training_and_deployment_go_through_vertex_ai(first_run, cloud, job):
     """The Trainer ran as a Vertex AI CustomJob in the pipeline image; the Pusher uploaded the
     model with this project's serving image and deployed it on dedicated machines."""
-    (created,) = cloud.requests("CreateCustomJob")
-    pool = created["request"]["customJob"]["jobSpec"]["workerPoolSpecs"][0]
+    (created,) = custom_jobs(cloud)["trainer"]
+    pool = created["jobSpec"]["workerPoolSpecs"][0]
     assert pool["containerSpec"]["imageUri"] == "europe-west4-docker.pkg.dev/my-project/tfx/taxi:1.0"
     assert pool["machineSpec"]["machineType"] == "n1-standard-8"
     (upload,) = cloud.requests("upload_model")
@@ -227,6 +291,18 @@ def test_an_accepted_anomaly_passes_as_a_runtime_parameter(accepted_run):
     gate = accepted_run.outputs["data_gate"]["result"][0]
     assert gate.metadata["accepted_anomalies"] == 2  # the unknown payment type, in each split
     assert "pusher" in accepted_run.executed
+
+
+def test_a_run_without_tuning_trains_with_the_newest_tuning(accepted_run, first_run, cloud):
+    """The daily spec has no Tuner: its resolver found the weekly run's tuning in ML Metadata,
+    and the Trainer trained with it."""
+    assert "tuner" not in accepted_run.executed
+    resolved = accepted_run.outputs["latest_hyperparameters_resolver"]["hyperparameters"]
+    assert [a.name for a in resolved] == [first_run.outputs["tuner"]["best_hyperparameters"][0].name]
+    first, second = (
+        json.loads(cloud.read(run.outputs["trainer"]["model_run"][0].uri + "/training.json")) for run in (first_run, accepted_run)
+    )
+    assert second["tuned"] and second["hparams"] == first["hparams"]
 
 
 def test_the_second_run_compares_with_the_first_and_leaves_one_deployment(accepted_run, first_run, cloud):

@@ -108,7 +108,7 @@ def install(directory: str) -> None:
         pools = [(f"workerpool{i}", pool) for i, pool in enumerate(job.job_spec.worker_pool_specs) if pool.replica_count]
         # Every replica's address, as Vertex AI Training lists them in CLUSTER_SPEC.
         cluster = {kind: [f"127.0.0.1:{_free_port()}" for _ in range(pool.replica_count)] for kind, pool in pools}
-        logs = os.path.join(directory, "jobs", name.rsplit("/", 1)[1])
+        logs = os.path.join(directory, "jobs", f"{name.rsplit('/', 1)[1]}-{job.display_name}")
         os.makedirs(logs)
         running = []
         for kind, pool in pools:
@@ -209,6 +209,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _json(message) -> str:
+    """State as JSON, enums by name (state.json is read by tests and people)."""
+    return type(message).to_json(message, use_integers_for_enums=False)
 
 
 def _check_spec(spec) -> None:
@@ -312,7 +317,7 @@ def _install_vizier(directory: str) -> None:
         trial = v1.Trial(
             name=f"{name}/trials/{trial_id}", id=trial_id, state=v1.Trial.State.ACTIVE, parameters=parameters, client_id=client_id
         )
-        entry["trials"].append(v1.Trial.to_json(trial))
+        entry["trials"].append(_json(trial))
         return trial
 
     def create_study(request: v1.CreateStudyRequest, state):
@@ -322,7 +327,7 @@ def _install_vizier(directory: str) -> None:
         created = v1.Study(request.study)
         created.name = f"{request.parent}/studies/{_next_id(state)}"
         created.state = v1.Study.State.ACTIVE
-        state["studies"][created.name] = {"study": v1.Study.to_json(created), "trials": []}
+        state["studies"][created.name] = {"study": _json(created), "trials": []}
         return created
 
     def lookup_study(request: v1.LookupStudyRequest, state):
@@ -361,7 +366,7 @@ def _install_vizier(directory: str) -> None:
         if unknown:
             raise exceptions.InvalidArgument(f"measurement of metrics the study does not have: {unknown}")
         trial.measurements.append(request.measurement)
-        entry["trials"][i] = v1.Trial.to_json(trial)
+        entry["trials"][i] = _json(trial)
         return trial
 
     def complete_trial(request: v1.CompleteTrialRequest, state):
@@ -378,7 +383,7 @@ def _install_vizier(directory: str) -> None:
                 raise exceptions.InvalidArgument(f"final measurement must have the study's metrics {sorted(metrics)}")
             trial.state = v1.Trial.State.SUCCEEDED
             trial.final_measurement = final if final is not None else trial.measurements[-1]
-        entry["trials"][i] = v1.Trial.to_json(trial)
+        entry["trials"][i] = _json(trial)
         return trial
 
     def list_trials(request: v1.ListTrialsRequest, state):
