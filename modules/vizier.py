@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras_tuner as kt
 
-logger = logging.getLogger(__name__)
+# absl: shown wherever TFX runs the Tuner (on Vertex, in the replica's log).
+from absl import logging
 
 METRIC = "val_auc"
 
@@ -138,19 +138,21 @@ class VizierOracle(kt.Oracle):
         return self._client
 
     def _ensure_study(self) -> str:
-        if self.study is None:
-            from google.api_core import exceptions
-            from google.cloud import aiplatform_v1 as v1
+        if self.study is not None:
+            return self.study
+        from google.api_core import exceptions
+        from google.cloud import aiplatform_v1 as v1
 
-            try:
-                found = self.client.lookup_study(v1.LookupStudyRequest(parent=self.parent, display_name=self.study_display_name))
-                self.study = found.name
-                logger.info("Vizier: continuing study %s (%s)", self.study_display_name, self.study)
-            except exceptions.NotFound:
-                study = v1.Study(display_name=self.study_display_name, study_spec=study_spec(self.space))
-                self.study = self.client.create_study(v1.CreateStudyRequest(parent=self.parent, study=study)).name
-                logger.info("Vizier: created study %s (%s)", self.study_display_name, self.study)
-        return self.study
+        try:
+            request = v1.LookupStudyRequest(parent=self.parent, display_name=self.study_display_name)
+            name: str = self.client.lookup_study(request).name
+            logging.info("Vizier: continuing study %s (%s)", self.study_display_name, name)
+        except exceptions.NotFound:
+            study = v1.Study(display_name=self.study_display_name, study_spec=study_spec(self.space))
+            name = self.client.create_study(v1.CreateStudyRequest(parent=self.parent, study=study)).name
+            logging.info("Vizier: created study %s (%s)", self.study_display_name, name)
+        self.study = name
+        return name
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         from google.cloud import aiplatform_v1 as v1
