@@ -264,16 +264,20 @@ def test_dry_run_is_the_request_submit_sends(compiled, monkeypatch):
     assert sent["pipelineJob"]["runtimeConfig"]["parameters"] == {"accept_anomalies": {"stringValue": "[]"}}
 
 
-def test_dry_run_cli_prints_the_request(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "tuning, display_name",
+    [
+        ([], "taxi-big-tipper-schedule"),
+        # The weekly tuning beside the daily training: its own spec and schedule.
+        (["--tune", "8", "--parallel-trials", "2"], "taxi-big-tipper-tuning-schedule"),
+    ],
+)
+def test_dry_run_cli_prints_the_request(tmp_path, capsys, tuning, display_name):
     config = tmp_path / "vertex.json"
     config.write_text(json.dumps({k: v for k, v in SETTINGS.items()}))
     spec = tmp_path / "pipeline.json"
-    assert (
-        runner.main(
-            ["vertex", "submit", "--config", str(config), "--output", str(spec), "--schedule-cron", "0 3 * * 1", "--dry-run"]
-        )
-        == 0
-    )
+    argv = ["vertex", "submit", "--config", str(config), "--output", str(spec), "--schedule-cron", "0 3 * * 1", "--dry-run"]
+    assert runner.main(argv + tuning) == 0
     request = json.loads(capsys.readouterr().out)
     # Exactly a CreateScheduleRequest (an unknown key would not parse), as submit builds it.
     from google.cloud.aiplatform_v1 import CreateScheduleRequest
@@ -283,8 +287,10 @@ def test_dry_run_cli_prints_the_request(tmp_path, capsys):
     schedule = request["schedule"]
     assert schedule["cron"] == "0 3 * * 1"
     assert schedule["maxConcurrentRunCount"] == "1"
+    assert schedule["displayName"] == display_name
     job = schedule["createPipelineJobRequest"]["pipelineJob"]
     assert job["pipelineSpec"]["pipelineInfo"]["name"] == "taxi-big-tipper"
+    assert (P.TUNER in job["pipelineSpec"]["root"]["dag"]["tasks"]) == bool(tuning)
     assert job["serviceAccount"] == SETTINGS["service_account"]
     assert spec.is_file()
 
