@@ -126,7 +126,7 @@ def _fmt(value, metric: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float) and math.isnan(value):
-        return "nan"
+        return "n/a"  # undefined (AUC of a slice with one class), as the report says
     if metric == "example_count":
         return f"{value:.0f}"
     if isinstance(value, float):
