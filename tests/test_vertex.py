@@ -354,6 +354,11 @@ def test_bad_settings_fail_naming_the_field(changes, field, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_the_example_config_is_valid():
+    vcfg = vertex.VertexConfig.from_file(str(ROOT / "vertex.example.json"))
+    assert vcfg.pipeline_config().vertex_endpoint is not None
+
+
 @pytest.mark.parametrize("schedule", ["0 3 * * 1", "TZ=America/New_York 0 3 * * 1", "CRON_TZ=Europe/Paris 30 2 * * *"])
 def test_schedules_with_a_time_zone_are_accepted(schedule):
     assert vertex.VertexConfig.from_mapping({**SETTINGS, "schedule_cron": schedule}).schedule_cron == schedule
