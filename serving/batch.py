@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import gc
 import io
 import json
 import math
@@ -248,6 +249,16 @@ def _to_csv(result: PredictionResult) -> str:
     return out.getvalue()[:-1]
 
 
+def _release_shared_models() -> None:
+    """Frees the model RunInference keeps in Beam's process-wide cache (its last entry is held
+    alive on purpose) while TensorFlow can still tear it down; left to interpreter exit, every
+    tf.function of the model prints a TypeError from AtomicFunction.__del__."""
+    from apache_beam.utils import shared
+
+    shared._shared_map._keepalive = (None, None)
+    gc.collect()
+
+
 def predict(
     model_dir: str,
     input_pattern: str,
@@ -308,4 +319,5 @@ def predict(
             | "DeadLetterJson" >> beam.Map(json.dumps)
             | "WriteDeadLetters" >> beam.io.WriteToText(dead_prefix, file_name_suffix=".jsonl")
         )
+    _release_shared_models()
     return {"predictions": predictions_prefix + "*.csv", "dead_letters": dead_prefix + "*.jsonl"}

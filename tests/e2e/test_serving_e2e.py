@@ -369,6 +369,30 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     assert sorted(round(p, 5) for p in probabilities) == pytest.approx(want, abs=2e-5)
 
 
+def test_the_predict_command_exits_cleanly(two_versions, tmp_path):
+    """What an operator sees: the summary and the progress bar, no TensorFlow teardown noise
+    (Beam's model cache, left to interpreter exit, printed a TypeError per tf.function)."""
+    old, _, _ = two_versions
+    src = tmp_path / "in.csv"
+    lines = open(DATA_CSV).read().splitlines()
+    src.write_text("\n".join([lines[0], *lines[UNSEEN_START + 1 : UNSEEN_START + 201]]) + "\n")
+    argv = [
+        sys.executable,
+        str(ROOT / "runner.py"),
+        "predict",
+        "--model",
+        old,
+        "--input",
+        str(src),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["predictions"].endswith("predictions*.csv")
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
+
+
 def test_batch_predict_reads_tfrecords(two_versions, tmp_path):
     from helpers import to_example
 
