@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -197,11 +198,12 @@ class VizierOracle(kt.Oracle):
         if name:
             recorded = self.trials[trial.trial_id].metrics
             best = recorded.get_best_value(METRIC) if recorded.exists(METRIC) else None
-            if trial.status == kt.engine.trial.TrialStatus.COMPLETED and best is not None:
+            # A NaN AUC (a diverged trial) is no measurement: reported infeasible.
+            if trial.status == kt.engine.trial.TrialStatus.COMPLETED and best is not None and not math.isnan(best):
                 final = v1.Measurement(metrics=[v1.Measurement.Metric(metric_id=METRIC, value=float(best))])
                 request = v1.CompleteTrialRequest(name=name, final_measurement=final)
             else:
-                reason = (trial.message or f"trial {trial.status}").strip().splitlines()[-1][:500]
+                reason = (trial.message or f"trial {trial.status}, val_auc {best}").strip().splitlines()[-1][:500]
                 request = v1.CompleteTrialRequest(name=name, trial_infeasible=True, infeasible_reason=reason)
             self.client.complete_trial(request)
         super().end_trial(trial)

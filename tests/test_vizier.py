@@ -23,10 +23,10 @@ sys.path.insert(0, str(SITE))
 import fake_vertex  # noqa: E402  (its checks, used here without installing the fakes)
 
 
-def search(tmp_path, study: str, trials: int = 4, fail_trial: str | None = None) -> tuple[dict, list[dict], dict]:
+def search(tmp_path, study: str, trials: int = 4, fail_trial: str = "", nan_trial: str = "") -> tuple[dict, list[dict], dict]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SITE), str(HERE.parent)]), FAKE_VERTEX_DIR=str(tmp_path / "vertex"))
     argv = [sys.executable, str(HERE / "harness" / "vizier_search.py"), "--study", study, "--trials", str(trials)]
-    argv += ["--dir", str(tmp_path / f"kt-{study}")] + (["--fail-trial", fail_trial] if fail_trial else [])
+    argv += ["--dir", str(tmp_path / f"kt-{study}"), "--fail-trial", fail_trial, "--nan-trial", nan_trial]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     sent = [json.loads(line) for line in (tmp_path / "vertex" / "requests.jsonl").read_text().splitlines()]
@@ -90,9 +90,12 @@ def test_a_retried_tuning_continues_its_study(tmp_path):
     assert len(trials_of(state)) == 4  # Vizier has both searches' trials
 
 
-def test_a_failed_trial_is_reported_infeasible_and_the_search_goes_on(tmp_path):
-    best, sent, state = search(tmp_path, "taxi-c", trials=3, fail_trial="1")
+def test_failed_and_diverged_trials_are_reported_infeasible_and_the_search_goes_on(tmp_path):
+    best, sent, state = search(tmp_path, "taxi-c", trials=4, fail_trial="1", nan_trial="2")
     trials = trials_of(state)
-    assert [t["state"] for t in trials] == ["SUCCEEDED", "INFEASIBLE", "SUCCEEDED"]
-    assert "ran out of memory" in trials[1]["infeasibleReason"]
-    assert best  # the best of the trials that completed
+    assert [t["state"] for t in trials] == ["SUCCEEDED", "INFEASIBLE", "INFEASIBLE", "SUCCEEDED"]
+    assert "ran out of memory" in trials[1]["infeasibleReason"] and "nan" in trials[2]["infeasibleReason"]
+    # The best of the trials that completed.
+    scores = {t["id"]: t["finalMeasurement"]["metrics"][0]["value"] for t in trials if t["state"] == "SUCCEEDED"}
+    winner = next(t for t in trials if t["id"] == max(scores, key=scores.get))
+    assert from_tuned(HParams(), best) == from_tuned(HParams(), {p["parameterId"]: p["value"] for p in winner["parameters"]})

@@ -23,13 +23,15 @@ def score(values: dict) -> float:
 
 
 class Synthetic(kt.engine.base_tuner.BaseTuner):
-    def __init__(self, fail_trial: str | None, **kwargs):
+    def __init__(self, fail_trial: str | None, nan_trial: str | None, **kwargs):
         super().__init__(hypermodel=None, **kwargs)
-        self.fail_trial = fail_trial
+        self.fail_trial, self.nan_trial = fail_trial, nan_trial
 
     def run_trial(self, trial, *args, **kwargs):
         if trial.trial_id == self.fail_trial:
             raise RuntimeError(f"trial {trial.trial_id} ran out of memory")
+        if trial.trial_id == self.nan_trial:  # a diverged training
+            return {"val_auc": float("nan"), "best_step": 100.0}
         return {"val_auc": score(trial.hyperparameters.values), "best_step": 300.0}
 
     def save_model(self, *args, **kwargs):
@@ -41,6 +43,7 @@ def main() -> int:
     parser.add_argument("--study", required=True)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--fail-trial")
+    parser.add_argument("--nan-trial")
     parser.add_argument("--dir", required=True)
     args = parser.parse_args()
     hp = kt.HyperParameters()
@@ -55,7 +58,7 @@ def main() -> int:
         max_trials=args.trials,
         hyperparameters=hp,
     )
-    tuner = Synthetic(args.fail_trial, oracle=oracle, directory=args.dir, project_name="search", overwrite=True)
+    tuner = Synthetic(args.fail_trial, args.nan_trial, oracle=oracle, directory=args.dir, project_name="search", overwrite=True)
     tuner.search()
     json.dump({"best": tuner.get_best_hyperparameters()[0].values}, sys.stdout)
     return 0
