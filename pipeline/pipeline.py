@@ -36,11 +36,11 @@ from pipeline import resolvers
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
 
-# User code that Transform and Trainer load by module path (installed with this package, or
-# baked into the container image on Vertex).
 # The runtime parameter of a compiled (Vertex AI) pipeline that carries the accepted anomalies.
 ACCEPT_PARAMETER = "accept_anomalies"
 
+# User code that Transform, the Tuner and the Trainer load by module path (installed with this
+# package, or baked into the container image on Vertex); its digests: modules/code.py.
 PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
 RUN_FN = "modules.trainer.run_fn"
 
@@ -64,13 +64,6 @@ EVALUATOR = "evaluator"
 PUSHER = "pusher"
 
 
-# The user code each component runs and its digest (modules/code.py).
-TRANSFORM_CODE = code.TRANSFORM_CODE
-TRAINER_CODE = code.TRAINER_CODE
-TUNER_CODE = code.TUNER_CODE
-code_fingerprint = code.fingerprint
-
-
 def create_pipeline(
     cfg: PipelineConfig,
     metadata_connection_config=None,
@@ -82,8 +75,8 @@ def create_pipeline(
       metadata_connection_config: ML Metadata connection for local runs; None lets the
         orchestrator provide one (Vertex).
     """
-    transform_code = code_fingerprint(TRANSFORM_CODE)
-    trainer_code = code_fingerprint(TRAINER_CODE)
+    transform_code = code.fingerprint(code.TRANSFORM_CODE)
+    trainer_code = code.fingerprint(code.TRAINER_CODE)
     output_config = example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in cfg.split_buckets],
@@ -187,7 +180,7 @@ def create_pipeline(
             {
                 "hparams": cfg.hparams.to_dict(),
                 "max_trials": cfg.tune_trials,
-                "module_fingerprint": code_fingerprint(TUNER_CODE),
+                "module_fingerprint": code.fingerprint(code.TUNER_CODE),
             },
         )
         tune_args = None
@@ -202,16 +195,16 @@ def create_pipeline(
         tuner = tuner_class(tuner_fn=TUNER_FN, tune_args=tune_args, **training_inputs, custom_config=tuner_config).with_id(TUNER)
         tuned = {"hyperparameters": tuner.outputs["best_hyperparameters"]}
         nodes.append(tuner)
-    elif cfg.continuous_training:
-        latest_tuning = resolvers.latest_tuning_resolver(TUNER).with_id(HPARAMS_RESOLVER)
-        tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
-        nodes.append(latest_tuning)
-    elif cfg.vertex_training:
-        # Compiled for Vertex AI, whose compiler knows only TFX's own strategies: the newest
-        # HyperParameters in Vertex ML Metadata (none before the first tuning).
-        latest_tuning = Resolver(
-            strategy_class=LatestArtifactStrategy, hyperparameters=Channel(type=standard_artifacts.HyperParameters)
-        ).with_id(HPARAMS_RESOLVER)
+    elif cfg.continuous_training or cfg.vertex_training:
+        if cfg.continuous_training:
+            latest_tuning = resolvers.latest_tuning_resolver(TUNER)
+        else:
+            # Compiled for Vertex AI, whose compiler knows only TFX's own strategies: the newest
+            # HyperParameters in Vertex ML Metadata (none before the first tuning).
+            latest_tuning = Resolver(
+                strategy_class=LatestArtifactStrategy, hyperparameters=Channel(type=standard_artifacts.HyperParameters)
+            )
+        latest_tuning = latest_tuning.with_id(HPARAMS_RESOLVER)
         tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
         nodes.append(latest_tuning)
     trainer = trainer_class(

@@ -14,6 +14,7 @@ import pytest
 
 import runner
 from helpers import EXPECTED_EDGES, EXPECTED_EDGES_CONTINUOUS, ROOT, SCHEMA_PATH
+from modules import code
 from modules.hparams import HParams
 from pipeline import configs
 from pipeline import pipeline as P
@@ -177,16 +178,16 @@ def test_editing_user_code_changes_only_the_cache_keys_of_components_that_run_it
     modules_dir = pathlib.Path(P.F.__file__).parent
     copy = tmp_path / "modules"
     shutil.copytree(modules_dir, copy)
-    keys = {P.TRANSFORM: P.TRANSFORM_CODE, P.TRAINER: P.TRAINER_CODE, P.TUNER: P.TUNER_CODE}
-    before = {c: P.code_fingerprint(files, str(copy)) for c, files in keys.items()}
+    keys = {P.TRANSFORM: code.TRANSFORM_CODE, P.TRAINER: code.TRAINER_CODE, P.TUNER: code.TUNER_CODE}
+    before = {c: code.fingerprint(files, str(copy)) for c, files in keys.items()}
     with open(copy / edited, "a") as f:
         f.write("\n# edited\n")
-    after = {c: P.code_fingerprint(files, str(copy)) for c, files in keys.items()}
+    after = {c: code.fingerprint(files, str(copy)) for c, files in keys.items()}
     assert {c for c in keys if before[c] != after[c]} == reruns
     # And create_pipeline puts those digests into each component's configuration.
     pipeline = P.create_pipeline(cfg(tmp_path, tune_trials=2))
     for component, files in keys.items():
-        assert _custom_config(pipeline, component)["module_fingerprint"] == P.code_fingerprint(files)
+        assert _custom_config(pipeline, component)["module_fingerprint"] == code.fingerprint(files)
 
 
 def _subcommands(parser: argparse.ArgumentParser):

@@ -15,6 +15,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 import runner
 from helpers import EXPECTED_EDGES_VERTEX, ROOT
+from modules import code
 from pipeline import pipeline as P
 from pipeline.configs import ConfigError
 from runners import vertex
@@ -194,8 +195,8 @@ def test_no_local_path_leaks_into_the_spec(compiled):
 def _normalized(job: dict) -> str:
     """The spec with what legitimately changes per build masked (code digest, versions)."""
     text = json.dumps(job, indent=1, sort_keys=True)
-    text = text.replace(P.code_fingerprint(P.TRANSFORM_CODE), "<transform-code>")
-    text = text.replace(P.code_fingerprint(P.TRAINER_CODE), "<trainer-code>")
+    text = text.replace(code.fingerprint(code.TRANSFORM_CODE), "<transform-code>")
+    text = text.replace(code.fingerprint(code.TRAINER_CODE), "<trainer-code>")
     job = json.loads(text)
     job.pop("labels", None)
     job["pipelineSpec"].pop("sdkVersion", None)
