@@ -129,10 +129,9 @@ def _hparams(text: str | None):
 
 
 def _metadata(args: argparse.Namespace):
-    from ops.queries import Metadata
-    from ops.store import open_store
+    from ops.queries import open_metadata
 
-    return Metadata(open_store(args.metadata), args.pipeline_name)
+    return open_metadata(args.metadata, args.pipeline_name)
 
 
 def _emit(args: argparse.Namespace, data, render) -> int:
@@ -284,19 +283,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ops import rollback
-    from runners import local
+    from pipeline.stores import is_vertex
 
+    md = _metadata(args)
     try:
-        with local.exclusive_store(args.metadata):
-            done = rollback.rollback(args.metadata, args.pipeline_name, args.model_dir, args.to)
+        if is_vertex(args.metadata):
+            done = rollback.rollback_endpoint(md, args.to)
+        else:
+            from runners import local
+
+            with local.exclusive_store(args.metadata):
+                done = rollback.rollback_folder(md, args.model_dir, args.to)
     except rollback.RollbackError as e:
         raise UserError(str(e)) from e
     return _emit(
         args,
         done,
         lambda d: (
-            f"rolled back: version {d['rolled_back_to']} is served again as version {d['new_version']} "
-            f"(was {d['served_before']}); recorded as execution {d['execution_id']}"
+            f"rolled back: version {d['rolled_back_to']} is served again"
+            + (f" as version {d['new_version']}" if d["new_version"] != d["rolled_back_to"] else "")
+            + f" (was {d['served_before']}); recorded as run {d['run_id']}"
         ),
     )
 
@@ -472,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", default=DEFAULT_SCHEMA, help="default: %(default)s")
     p.add_argument("--serving-data", help="also report skew of this serving data (as for validate)")
     p = metadata_command("rollback", cmd_rollback, "serve an earlier pushed model again (recorded in ML Metadata)")
-    p.add_argument("--to", type=int, help="pushed version to serve (default: the one before the served one)")
+    p.add_argument("--to", help="pushed version to serve (default: the one before the served one)")
     p.add_argument(
         "--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)"
     )
@@ -552,8 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for noisy in ("apache_beam", "tensorflow", "absl"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     # Light modules only: a usage error or a query does not wait for TensorFlow to import.
-    from ops.store import MetadataError
     from pipeline.errors import ConfigError, DataValidationError
+    from pipeline.stores import MetadataError
     from runners.errors import RunFailed, StoreBusy
 
     try:

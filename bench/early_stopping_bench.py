@@ -32,8 +32,8 @@ def run_once(label: str, hparams, steps: int, workdir: str) -> dict:
     import tensorflow as tf
 
     from modules.trainer import TRAINING_RECORD
-    from ops.store import open_store
     from pipeline import pipeline as P
+    from pipeline.stores import open_store
     from runners import local
 
     out = os.path.join(workdir, label)

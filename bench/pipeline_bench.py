@@ -64,7 +64,7 @@ MODES = BEAM_MODES  # the DirectRunner modes, as the pipeline configures them
 def component_times(metadata_uri: str, pipeline_name: str) -> dict[str, dict]:
     """Seconds per component of the latest run, from ML Metadata's execution records."""
     from ops.queries import Metadata
-    from ops.store import open_store
+    from pipeline.stores import open_store
 
     md = Metadata(open_store(metadata_uri), pipeline_name)
     run = md.latest_run()
@@ -122,7 +122,7 @@ def child_peer(args) -> dict:
 
 def _examples_uri(metadata_uri: str, pipeline_name: str) -> str:
     from ops.queries import Metadata
-    from ops.store import open_store
+    from pipeline.stores import open_store
 
     run = Metadata(open_store(metadata_uri), pipeline_name).latest_run()
     return run.output("CsvExampleGen" if pipeline_name.startswith("chicago") else "example_gen", "examples").uri

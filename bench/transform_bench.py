@@ -31,8 +31,8 @@ MODES = {"tf2": 0, "tf1_compat": 1}
 def transform_inputs(run_output: str) -> dict[str, dict]:
     """URIs and split names of the newest run's Transform inputs."""
     from ops.queries import Metadata, prop
-    from ops.store import open_store
     from pipeline.configs import PIPELINE_NAME
+    from pipeline.stores import open_store
 
     md = Metadata(open_store(os.path.join(run_output, "metadata.sqlite")), PIPELINE_NAME)
     graph = md.latest_run().output("transform", "transform_graph")

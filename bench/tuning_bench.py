@@ -31,8 +31,8 @@ def run_once(workdir: str, steps: int, trials: int) -> dict:
     import tensorflow as tf
 
     from ops.queries import Metadata
-    from ops.store import open_store
     from pipeline import pipeline as P
+    from pipeline.stores import open_store
     from runners import local
 
     cfg = local.build_config(

@@ -21,12 +21,12 @@ class MonitoringError(ValueError):
 
 def training_statistics(md: Metadata, model: lineage.Artifact) -> tuple[lineage.Artifact, int]:
     """StatisticsGen's output for the newest span the model was trained on, and that span."""
-    examples = lineage.examples_trained_on(md.store, model)
+    examples = lineage.examples_trained_on(md.graph, model)
     if not examples:
         raise MonitoringError(f"model {model.id}: no training data found in its lineage")
-    newest = max(examples, key=lambda a: (lineage.span_of(a), a.id))
+    newest = max(examples, key=lambda a: (lineage.span_of(a), a.order))
     for execution, outputs in md.consumers(newest):
-        if md.component_of(execution.id) == "statistics_gen" and outputs.get("statistics"):
+        if execution.component == "statistics_gen" and outputs.get("statistics"):
             return outputs["statistics"][0], lineage.span_of(newest)
     raise MonitoringError(f"examples {newest.id}: no statistics recorded for them")
 
@@ -100,10 +100,10 @@ def serving_statistics(path: str):
 def check_skew(md: Metadata, data_path: str, schema_path: str, model_ref: str | None = None) -> dict[str, Any]:
     """Serving data against the served model's training data: schema anomalies in the
     SERVING environment and skew per feature (the schema's skew_comparator thresholds)."""
-    pushed = md.pushed_models()
-    if not pushed and model_ref is None:
+    served = md.served()
+    if served is None and model_ref is None:
         raise MonitoringError("no pushed model in the metadata store: run the pipeline first")
-    model = md.model_of(md.resolve(model_ref) if model_ref else pushed[0])
+    model = md.model_of(md.resolve(model_ref) if model_ref else served)
     stats_artifact, span = training_statistics(md, model)
     training = V.load_statistics(os.path.join(stats_artifact.uri, "Split-train"))
     schema = V.load_schema(schema_path)

@@ -1,16 +1,9 @@
-"""Read-only queries over ML Metadata: runs, artifacts, lineage, model comparison.
+"""Read-only queries over a pipeline's metadata: runs, artifacts, lineage, model comparison.
 
-Everything goes through the `ml_metadata` MetadataStore API, so every store TFX writes to
-(SQLite locally, MySQL/MariaDB shared) answers the same questions. The queries return
-plain data (dataclasses, dicts); `ops/render.py` renders them as tables, trees
-or JSON.
-
-Reading Vertex ML Metadata: Vertex runs record the same TFX types and events in a Vertex
-ML Metadata store, which is reached through the aiplatform API (`aiplatform.Artifact`,
-`aiplatform.Execution`, `MetadataStore` lineage subgraphs), not an ml_metadata connection.
-The `Metadata` class needs five primitives from a store (contexts by type and name, children
-of a context, executions of a context, events by execution/artifact, artifacts by id); a
-Vertex reader would implement those over the aiplatform API and reuse everything else.
+The same on every store: `Metadata` reads the pipeline's `lineage.Graph` through its backend
+(`pipeline/metadata_backends.py`: ML Metadata on SQLite or MySQL/MariaDB, Vertex ML Metadata
+for production runs), and every fact comes from `pipeline/lineage.py`. The queries return
+plain data (dataclasses, dicts); `ops/render.py` renders them as tables, trees or JSON.
 """
 
 from __future__ import annotations
@@ -20,34 +13,31 @@ import json
 import os
 from typing import Any
 
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from ml_metadata.proto.metadata_store_pb2 import Artifact
-
 from modules.hparams import HParams, from_tuned
 from ops import files
 from ops.evaluation import select_slices, sliced_metrics
-from ops.store import MetadataError
 from pipeline import lineage
+from pipeline.lineage import Artifact, Execution
+from pipeline.metadata_backends import Backend, open_backend
+from pipeline.stores import MetadataError
 
-_STATES = {
-    metadata_store_pb2.Execution.NEW: "new",
-    metadata_store_pb2.Execution.RUNNING: "running",
-    metadata_store_pb2.Execution.COMPLETE: "ran",
-    metadata_store_pb2.Execution.FAILED: "failed",
-    metadata_store_pb2.Execution.CACHED: "cached",
-    metadata_store_pb2.Execution.CANCELED: "canceled",
-}
-_INPUTS = lineage.INPUT_EVENTS
-_OUTPUTS = lineage.OUTPUT_EVENTS
 # Artifact properties worth showing, in this order.
-KEY_PROPERTIES = ("span", "version", "split_names", "blessed", "pushed", "pushed_version", "pushed_destination")
+KEY_PROPERTIES = (
+    "span",
+    "version",
+    "split_names",
+    "blessed",
+    "pushed",
+    "pushed_version",
+    "pushed_destination",
+    "accepted_anomalies",
+    "reference_span",
+)
 
 
-def prop(message, name: str) -> Any:
-    """A property or custom property's value for display (protos and structs as text), or None."""
-    value = lineage.property_value(message, name)
-    return value if value is None or isinstance(value, (int, float, str, bytes)) else _one_line(value)
+def prop(artifact: Artifact | Execution | None, name: str) -> Any:
+    """A property's value for display, or None."""
+    return None if artifact is None else artifact.props.get(name)
 
 
 def tuned_values(uri: str) -> dict[str, Any]:
@@ -56,18 +46,12 @@ def tuned_values(uri: str) -> dict[str, Any]:
     return dict(json.loads(files.read_bytes(os.path.join(uri, "best_hyperparameters.txt"))).get("values", {}))
 
 
-def _one_line(message: Any) -> str:
-    from google.protobuf import text_format
-
-    return text_format.MessageToString(message, as_one_line=True) if hasattr(message, "DESCRIPTOR") else str(message)
-
-
 def artifact_dict(artifact: Artifact) -> dict[str, Any]:
     """The user-facing view of an artifact: id, type, uri and key properties."""
     props = {}
     for name in KEY_PROPERTIES:
-        value = prop(artifact, name)
-        if value is not None:
+        value = artifact.props.get(name)
+        if value is not None and value != "":
             if name == "split_names" and isinstance(value, str):
                 value = json.loads(value)
             props[name] = value
@@ -76,8 +60,13 @@ def artifact_dict(artifact: Artifact) -> dict[str, Any]:
         "type": artifact.type,
         "uri": artifact.uri,
         "properties": props,
-        "created_ms": artifact.create_time_since_epoch,
+        "created_ms": artifact.created_ms,
     }
+
+
+def open_metadata(uri: str, pipeline_name: str) -> Metadata:
+    """The queries over a store URI (SQLite path, mysql://, vertex://PROJECT/REGION)."""
+    return Metadata(open_backend(uri, pipeline_name))
 
 
 # --- Runs ------------------------------------------------------------------------------------
@@ -87,17 +76,17 @@ def artifact_dict(artifact: Artifact) -> dict[str, Any]:
 class ComponentRun:
     component: str
     state: str
-    execution_id: int
+    execution_id: int | str
     outputs: dict[str, list[Artifact]]
 
 
 @dataclasses.dataclass
 class RunInfo:
     run_id: str
-    context_id: int
     start_ms: int
     end_ms: int
     components: dict[str, ComponentRun]
+    accepted_anomalies: int = 0
 
     @property
     def status(self) -> str:
@@ -120,8 +109,8 @@ class RunInfo:
         for c in self.components.values():
             for artifacts in c.outputs.values():
                 for a in artifacts:
-                    if a.type == "PushedModel" and prop(a, "pushed"):
-                        return prop(a, "pushed_version")
+                    if a.type == "PushedModel" and a.get("pushed"):
+                        return lineage.pushed_version(a)
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,56 +121,47 @@ class RunInfo:
             "status": self.status,
             "components": {name: c.state for name, c in self.components.items()},
             "pushed_version": self.pushed_version,
+            "accepted_anomalies": self.accepted_anomalies,
         }
 
 
 class Metadata:
-    """Queries over one pipeline's records in an ML Metadata store."""
+    """Queries over one pipeline's records, on whichever store its backend reads."""
 
-    def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str):
-        self.store = store
-        self.pipeline_name = pipeline_name
-        self._component_cache: dict[int, str] = {}
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.pipeline_name = backend.pipeline_name
+        self._graph: lineage.Graph | None = None
 
-    # ----- primitives
-    def _pipeline_context(self) -> metadata_store_pb2.Context:
-        ctx = self.store.get_context_by_type_and_name("pipeline", self.pipeline_name)
-        if ctx is None:
-            raise MetadataError(f"no runs of pipeline {self.pipeline_name!r} in this metadata store")
-        return ctx
+    @property
+    def graph(self) -> lineage.Graph:
+        """The pipeline's records, read once (`refresh` reads them again)."""
+        if self._graph is None:
+            self._graph = self.backend.load()
+            if not self._graph.runs:
+                raise MetadataError(f"no runs of pipeline {self.pipeline_name!r} in {self.backend.location or 'this store'}")
+        return self._graph
 
-    def component_of(self, execution_id: int) -> str:
-        if execution_id not in self._component_cache:
-            prefix = self.pipeline_name + "."
-            name = "?"
-            for ctx in self.store.get_contexts_by_execution(execution_id):
-                if ctx.type == "node" and ctx.name.startswith(prefix):
-                    name = ctx.name[len(prefix) :]
-            self._component_cache[execution_id] = name
-        return self._component_cache[execution_id]
+    def refresh(self) -> None:
+        self._graph = None
 
-    def _events_by_execution(self, execution_ids, kinds) -> dict[int, dict[str, list[Artifact]]]:
-        return lineage.events_by_key(self.store, execution_ids, kinds)
-
-    def execution(self, execution_id: int) -> metadata_store_pb2.Execution:
-        return self.store.get_executions_by_id([execution_id])[0]
+    def component_of(self, execution: Execution) -> str:
+        return execution.component
 
     # ----- runs
     def runs(self) -> list[RunInfo]:
         """All runs of the pipeline, newest first."""
-        pipeline_ctx = self._pipeline_context()
-        run_contexts = [c for c in self.store.get_children_contexts_by_context(pipeline_ctx.id) if c.type == "pipeline_run"]
+        g = self.graph
         runs = []
-        for ctx in run_contexts:
-            executions = sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id)
-            outputs = self._events_by_execution((e.id for e in executions), _OUTPUTS)
-            components = {}
-            for e in executions:
-                name = self.component_of(e.id)
-                components[name] = ComponentRun(name, _STATES.get(e.last_known_state, "unknown"), e.id, outputs.get(e.id, {}))
-            end = max((e.last_update_time_since_epoch for e in executions), default=ctx.create_time_since_epoch)
-            runs.append(RunInfo(ctx.name, ctx.id, ctx.create_time_since_epoch, end, components))
-        return sorted(runs, key=lambda r: (r.start_ms, r.context_id), reverse=True)
+        for run in g.runs:
+            executions = g.executions_of(run)
+            components = {e.component: ComponentRun(e.component, e.state, e.id, g.outputs(e)) for e in executions}
+            end = max((e.updated_ms for e in executions), default=run.created_ms)
+            accepted = sum(
+                lineage.accepted_anomalies(a) for e in executions for a in g.output_artifacts(e, lineage.GATE_RESULT_TYPE)
+            )
+            runs.append(RunInfo(run.name, run.created_ms, end, components, accepted))
+        return list(reversed(runs))
 
     def latest_run(self) -> RunInfo:
         runs = self.runs()
@@ -199,7 +179,8 @@ class Metadata:
     def artifacts(self, run_id: str | None = None, component: str | None = None, type_name: str | None = None) -> list[dict]:
         """Artifacts the pipeline produced, newest first, filtered by run, component or type."""
         runs = [self.run(run_id)] if run_id else self.runs()
-        seen: dict[int, dict] = {}
+        seen: dict[str, dict] = {}
+        order: dict[str, int] = {}
         for r in runs:
             for c in r.components.values():
                 if component and c.component != component:
@@ -208,16 +189,19 @@ class Metadata:
                     for a in artifacts:
                         if type_name and a.type != type_name:
                             continue
-                        if a.id not in seen:
-                            seen[a.id] = {**artifact_dict(a), "component": c.component, "output_key": key, "run_id": r.run_id}
+                        if a.ref not in seen:
+                            seen[a.ref] = {**artifact_dict(a), "component": c.component, "output_key": key, "run_id": r.run_id}
+                            order[a.ref] = a.order
         if component and not any(component in r.components for r in runs):
             raise MetadataError(f"no component {component!r} in the selected runs")
-        return sorted(seen.values(), key=lambda a: a["id"], reverse=True)
+        return [seen[ref] for ref in sorted(seen, key=lambda ref: order[ref], reverse=True)]
 
     def pushed_models(self) -> list[Artifact]:
         """This pipeline's pushed models (pushed=1), newest first."""
-        self._pipeline_context()
-        return lineage.pushed_models(self.store, self.pipeline_name)
+        return lineage.pushed_models(self.graph)
+
+    def served(self) -> Artifact | None:
+        return lineage.served(self.graph)
 
     def resolve(self, ref: str) -> Artifact:
         """One of this pipeline's artifacts, by pushed model version or by artifact id."""
@@ -225,35 +209,23 @@ class Metadata:
         for a in self.pushed_models():
             if lineage.pushed_version(a) == ref:
                 return a
-        if ref.isdigit():
-            found = self.store.get_artifacts_by_id([int(ref)])
-            if found and lineage.belongs_to(self.store, self.pipeline_name, found[0]):
-                return found[0]
-        raise MetadataError(
-            f"no artifact or pushed model version {ref!r} of pipeline {self.pipeline_name!r} in this metadata store"
-        )
+        found = self.graph.find(ref)
+        if found is not None:
+            return found
+        raise MetadataError(f"no artifact or pushed model version {ref!r} of pipeline {self.pipeline_name!r} in this store")
 
     # ----- lineage
-    def producer(self, artifact: Artifact) -> tuple[metadata_store_pb2.Execution, dict[str, list[Artifact]]] | None:
+    def producer(self, artifact: Artifact) -> tuple[Execution, dict[str, list[Artifact]]] | None:
         """The execution that output `artifact` (the first, not a cached re-use) and its inputs."""
-        produced = lineage.producer_inputs(self.store, artifact.id)
-        if produced is None:
-            return None
-        return self.execution(produced[0]), produced[1]
+        execution = self.graph.producer(artifact)
+        return None if execution is None else (execution, self.graph.inputs(execution))
 
-    def consumers(self, artifact: Artifact) -> list[tuple[metadata_store_pb2.Execution, dict[str, list[Artifact]]]]:
-        events = [e for e in self.store.get_events_by_artifact_ids([artifact.id]) if e.type in _INPUTS]
-        ids = sorted({e.execution_id for e in events})
-        outputs = self._events_by_execution(ids, _OUTPUTS)
-        return [(self.execution(i), outputs.get(i, {})) for i in ids]
+    def consumers(self, artifact: Artifact) -> list[tuple[Execution, dict[str, list[Artifact]]]]:
+        return [(e, self.graph.outputs(e)) for e in self.graph.consumers(artifact)]
 
-    def _execution_dict(self, execution: metadata_store_pb2.Execution) -> dict[str, Any]:
-        d = {
-            "id": execution.id,
-            "component": self.component_of(execution.id),
-            "state": _STATES.get(execution.last_known_state, "unknown"),
-        }
-        custom = prop(execution, "custom_config")
+    def _execution_dict(self, execution: Execution) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": execution.id, "component": execution.component, "state": execution.state}
+        custom = execution.props.get("custom_config")
         if custom and custom != "null":
             config = json.loads(custom)
             if "hparams" in config:
@@ -261,23 +233,50 @@ class Metadata:
             if "module_fingerprint" in config:
                 d["module_fingerprint"] = config["module_fingerprint"]
         for name in ("input_base", "train_args"):
-            value = prop(execution, name)
+            value = execution.props.get(name)
             if value:
                 d[name] = json.loads(value) if name == "train_args" else value
+        accept = execution.props.get("accept")
+        if accept and accept != "[]":
+            d["accepted"] = json.loads(accept)
         return d
 
-    def lineage(self, artifact: Artifact, downstream: bool = False, _seen: set[int] | None = None) -> dict[str, Any]:
+    def resolved(self, artifact: Artifact) -> dict[str, Any]:
+        """What the component that wrote `artifact` resolved from earlier runs: the window, the
+        warm-start model, the baseline, the drift reference."""
+        g = self.graph
+        found: dict[str, Any] = {}
+        if lineage.window_uris(artifact):
+            found["window"] = [artifact_dict(a) for a in lineage.examples_by_uri(g, lineage.window_uris(artifact))]
+        if artifact.type == "Model":
+            warm = lineage.warm_started_from(g, artifact)
+            if warm is not None:
+                found["warm_started_from"] = artifact_dict(warm)
+            baseline = lineage.baseline_of(g, artifact)
+            if baseline is not None:
+                found["baseline"] = artifact_dict(baseline)
+        if artifact.type == "ModelBlessing" and artifact.get(lineage.BASELINE_URI):
+            models = lineage.models_at(g, artifact.get(lineage.BASELINE_URI))
+            if models:
+                found["baseline"] = artifact_dict(models[0])
+        if artifact.type == lineage.GATE_RESULT_TYPE and artifact.get(lineage.REFERENCE_URI):
+            references = g.by_uri(artifact.get(lineage.REFERENCE_URI), lineage.GATE_RESULT_TYPE)
+            if references:
+                found["drift_reference"] = artifact_dict(references[0])
+        return found
+
+    def lineage(self, artifact: Artifact, downstream: bool = False, _seen: set[str] | None = None) -> dict[str, Any]:
         """The graph upstream of `artifact` (or downstream) as a nested dict.
 
         Upstream: artifact -> produced_by {execution, inputs: {key: [artifact nodes]},
-        also_produced: [sibling outputs]}. An artifact met twice is expanded once; later
-        occurrences say "seen": true.
+        also_produced: [sibling outputs]}, and `resolved`: what its component resolved from
+        earlier runs. An artifact met twice is expanded once; later occurrences say "seen".
         """
         seen = _seen if _seen is not None else set()
         node = artifact_dict(artifact)
-        if artifact.id in seen:
+        if artifact.ref in seen:
             return {**node, "seen": True}
-        seen.add(artifact.id)
+        seen.add(artifact.ref)
         if downstream:
             node["consumed_by"] = []
             for execution, outputs in self.consumers(artifact):
@@ -288,15 +287,18 @@ class Metadata:
                     }
                 )
             return node
+        resolved = self.resolved(artifact)
+        if resolved:
+            node["resolved"] = resolved
         produced = self.producer(artifact)
         if produced is None:
             return node
         execution, inputs = produced
-        siblings = self._events_by_execution([execution.id], _OUTPUTS).get(execution.id, {})
+        siblings = self.graph.outputs(execution)
         node["produced_by"] = {
             "execution": self._execution_dict(execution),
             "inputs": {k: [self.lineage(a, False, seen) for a in v] for k, v in sorted(inputs.items())},
-            "also_produced": [artifact_dict(a) for v in siblings.values() for a in v if a.id != artifact.id],
+            "also_produced": [artifact_dict(a) for v in siblings.values() for a in v if a.ref != artifact.ref],
         }
         if artifact.type == "Examples":
             # What describes these examples: statistics and anomalies computed from them.
@@ -312,27 +314,22 @@ class Metadata:
     # ----- models
     def model_of(self, artifact: Artifact) -> Artifact:
         """The trained Model behind a PushedModel (or the Model itself)."""
-        if artifact.type == "Model":
-            return artifact
-        if artifact.type == "PushedModel":
-            produced = self.producer(artifact)
-            if produced and produced[1].get("model"):
-                return produced[1]["model"][0]
-        raise MetadataError(f"artifact {artifact.id} is a {artifact.type}, not a model or pushed model")
+        model = lineage.model_of(self.graph, artifact) if artifact.type in ("Model", "PushedModel") else None
+        if model is None:
+            raise MetadataError(f"artifact {artifact.id} is a {artifact.type}, not a model or pushed model")
+        return model
 
     def evaluation_of(self, model: Artifact) -> Artifact | None:
-        """The ModelEvaluation of the Evaluator run that took `model` as its candidate."""
-        for execution, outputs in self.consumers(model):
-            inputs = self._events_by_execution([execution.id], _INPUTS).get(execution.id, {})
-            if any(a.id == model.id for a in inputs.get("model", [])):
-                if outputs.get("evaluation"):
-                    return outputs["evaluation"][0]
-        return None
+        return lineage.evaluation_of(self.graph, lineage.original_model(self.graph, model))
 
     def training_inputs(self, model: Artifact) -> dict[str, Any]:
         """What a model was made from: upstream artifacts by type, hyperparameters, code."""
-        tree = self.lineage(model)
+        g = self.graph
+        original = lineage.original_model(g, model)
+        tree = self.lineage(original)
         result: dict[str, Any] = {"artifacts": {}}
+        facts = lineage.model_facts(g, original)
+        result["spans"] = facts["spans"]
 
         def walk(node):
             produced = node.get("produced_by")
@@ -343,21 +340,23 @@ class Metadata:
                 result["hparams"] = execution.get("hparams")
                 result["module_fingerprint"] = execution.get("module_fingerprint")
                 result["train_args"] = execution.get("train_args")
-                tuning = (produced["inputs"].get("hyperparameters") or [None])[0]
-                if tuning is not None and result["hparams"] is not None:
-                    # What the Trainer trained with: the configured values, the tuned ones on top.
-                    tuned = from_tuned(HParams.from_dict(result["hparams"]), tuned_values(tuning["uri"]))
-                    result["hparams"] = tuned.to_dict()
-                    result["tuned_by"] = tuning["id"]
             if execution.get("input_base"):
                 result.setdefault("input_base", execution["input_base"])
             for key, nodes in produced["inputs"].items():
                 for n in nodes:
                     result["artifacts"].setdefault(f"{execution['component']}.{key}", n["id"])
-                    if key != lineage.WARM_START_KEY:  # the base model's own inputs are not this model's
-                        walk(n)
+                    walk(n)
 
         walk(tree)
+        tuning_uri = original.get(lineage.HYPERPARAMETERS_FROM)
+        if tuning_uri and result.get("hparams") is not None:
+            # What the Trainer trained with: the configured values, the tuned ones on top.
+            tuned = from_tuned(HParams.from_dict(result["hparams"]), tuned_values(tuning_uri))
+            result["hparams"] = tuned.to_dict()
+            tunings = g.by_uri(tuning_uri, "HyperParameters")
+            result["tuned_by"] = tunings[0].id if tunings else tuning_uri
+        if facts["warm_started_from"]:
+            result["artifacts"]["trainer.warm_start"] = g.artifacts[facts["warm_started_from"]].id
         return result
 
     def compare(self, ref_a: str | None = None, ref_b: str | None = None, slices: list[str] | None = None) -> dict[str, Any]:
@@ -391,7 +390,7 @@ class Metadata:
         for key in sorted(set(ia["artifacts"]) | set(ib["artifacts"])):
             if ia["artifacts"].get(key) != ib["artifacts"].get(key):
                 differences[key] = [ia["artifacts"].get(key), ib["artifacts"].get(key)]
-        for key in ("module_fingerprint", "train_args", "input_base", "tuned_by"):
+        for key in ("spans", "module_fingerprint", "train_args", "input_base", "tuned_by"):
             if ia.get(key) != ib.get(key):
                 differences[key] = [ia.get(key), ib.get(key)]
         ha, hb = ia.get("hparams") or {}, ib.get("hparams") or {}

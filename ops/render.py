@@ -87,6 +87,9 @@ def _children(node: dict, prefix: str, lines: list[str]) -> None:
         lines[-1] += "  (see above)"
         return
     items: list[tuple[str, Any]] = []
+    for key, value in node.get("resolved", {}).items():
+        for resolved in value if isinstance(value, list) else [value]:
+            items.append(("resolved", (key, resolved)))
     if "produced_by" in node:
         items.append(("produced", node["produced_by"]))
     for d in node.get("described_by", []):
@@ -98,6 +101,11 @@ def _children(node: dict, prefix: str, lines: list[str]) -> None:
         branch, child_prefix = ("└─ ", prefix + "   ") if last else ("├─ ", prefix + "│  ")
         if kind == "described":
             lines.append(f"{prefix}{branch}described by {_label(item)}")
+            continue
+        if kind == "resolved":
+            # What the component resolved from earlier runs (the window, warm start, baseline,
+            # drift reference): named here, its own lineage under its own id.
+            lines.append(f"{prefix}{branch}{item[0].replace('_', ' ')}: {_label(item[1])}")
             continue
         execution = item["execution"]
         if kind == "produced":

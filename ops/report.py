@@ -252,9 +252,9 @@ def _gate_outcome(md: Metadata, run: RunInfo, schema) -> dict[str, Any]:
     stats = run.output(P.STATISTICS_GEN, "statistics")
     examples = run.output(P.EXAMPLE_GEN, "examples")
     span = lineage.span_of(examples) if examples is not None else 0
-    passes = lineage.passed_examples(md.store, lineage.pipeline_artifacts(md.store, md.pipeline_name, lineage.GATE_RESULT_TYPE))
-    earlier = [(lineage.span_of(e), result.id, result) for e, result in passes if lineage.span_of(e) < span]
-    reference_span, _, reference = max(earlier, key=lambda t: t[:2], default=(None, None, None))
+    # The reference the gate measured against, found as the gate finds it.
+    reference = lineage.drift_reference(md.graph, examples) if examples is not None else None
+    reference_span = lineage.span_of(reference) if reference is not None else None
     drift: dict[str, list[dict]] = {}
     rejected: list[dict] = []
     if stats is not None and reference is not None:

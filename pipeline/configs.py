@@ -186,10 +186,11 @@ class PipelineConfig:
       bigquery_query: read the input with BigQueryExampleGen instead of CSV files.
       schema_path: the curated schema (.pbtxt) that ImportSchemaGen imports.
       serving_model_dir: Pusher's destination; each push is a new numbered version inside.
-      metadata_uri: the ML Metadata store for local runs: a SQLite file path, or
+      metadata_uri: the metadata store (pipeline/stores.py): a SQLite file path, or
         mysql://user[:password]@host[:port]/database for a shared store (MySQL/MariaDB; not
-        PostgreSQL with ml-metadata 1.16, see README); None when the
-        orchestrator provides metadata (Vertex).
+        PostgreSQL with ml-metadata 1.16, see README), or vertex://PROJECT/REGION on Vertex
+        AI, where the service records the runs. The components resolve their cross-run
+        inputs there (the password is never passed to them).
       train_steps / eval_steps: training length and validation length, in batches.
       hparams: model hyperparameters, passed to the Trainer through custom_config.
       split_buckets: (split name, hash buckets) pairs for ExampleGen's repeatable split.
@@ -201,11 +202,9 @@ class PipelineConfig:
       span_pattern: when the input arrives as spans, the pattern of one span's files under
         data_root with TFX's {SPAN} placeholder (e.g. "span-{SPAN}/*.csv"); each run ingests
         the newest span. None: every file in data_root is one dataset (span 0).
-      continuous_training: train on the newest `train_window_spans` spans that passed
-        validation, warm-start from the latest blessed model trained before the newest span,
-        and check drift against the previous span. Local runs only: these resolve inputs
-        across runs from ML Metadata in ways the Vertex compiler does not support.
-      train_window_spans: the rolling window, in spans.
+      train_window_spans: the rolling window: the Trainer trains on the newest spans that
+        passed the gate, this many (it warm-starts from the newest blessed model trained on
+        older spans, and the gate checks drift against the previous passed span).
       accept_anomalies: anomalies the operator accepts for this run (FEATURE, FEATURE:KIND or
         *); anything else the data gate finds stops the run before Transform.
       tune_trials: run the Tuner with this many trials before training (its best
@@ -237,7 +236,6 @@ class PipelineConfig:
     vertex_training: VertexTraining | None = None
     vertex_endpoint: VertexEndpoint | None = None
     span_pattern: str | None = None
-    continuous_training: bool = True
     train_window_spans: int = 3
     accept_anomalies: tuple[str, ...] = ()
     accept_at_run_time: bool = False
@@ -246,7 +244,7 @@ class PipelineConfig:
     gate_limits: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("pipeline_name", "pipeline_root", "schema_path", "serving_model_dir"):
+        for name in ("pipeline_name", "pipeline_root", "schema_path", "serving_model_dir", "metadata_uri"):
             _require(bool(getattr(self, name)), name, "is required")
         _require(
             bool(self.data_root) != bool(self.bigquery_query), "data_root", "set exactly one of data_root and bigquery_query"

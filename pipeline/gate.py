@@ -1,7 +1,8 @@
 """DataGate: the component that stops a run before Transform when the data is not fit to train on.
 
 It reads what ExampleValidator found for the new span and adds drift against the previous span
-that passed (the schema's drift_comparator thresholds). Anomalies nobody accepted raise
+of this pipeline that passed (the schema's drift_comparator thresholds), which it finds itself
+in the metadata store (`lineage.drift_reference`, on ML Metadata or Vertex ML Metadata). Anomalies nobody accepted raise
 `DataValidationError`, so Transform, Trainer, Evaluator and Pusher never run and nothing is
 pushed. A pass publishes a `result` artifact of its own type, `DataGateResult`. Later
 runs resolve these results (pipeline/resolvers.py): only the Examples artifacts a result
@@ -26,8 +27,10 @@ from tfx.utils import io_utils
 
 from modules import features as F
 from pipeline import data_checks as D
+from pipeline import lineage
 from pipeline import validation as V
 from pipeline.lineage import GATE_RESULT_TYPE, span_of
+from pipeline.metadata_backends import backend_for_scope
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class Executor(base_executor.BaseExecutor):
         exec_properties: dict[str, Any],
     ) -> None:
         current = input_dict["statistics"][0]
-        span = span_of(input_dict["examples"][0])
+        span = int(input_dict["examples"][0].get_custom_property("span") or 0)
         schema = V.load_schema(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict["schema"])))
         accept = accepted_anomalies(exec_properties.get("accept") or "[]")
         splits = artifact_utils.decode_split_names(current.split_names)
@@ -78,9 +81,13 @@ class Executor(base_executor.BaseExecutor):
             rows += V.empty_data_rows(_split_stats(current, split), span=span, split=split)
             rows += V.anomaly_rows(V.load_anomalies(artifact_utils.get_split_uri([anomalies], split)), span=span, split=split)
 
-        # Drift against the newest earlier pass (resolved by drift_reference_resolver); its
-        # statistics are kept in the gate's result, since StatisticsGen does not record the span.
-        reference = (input_dict.get("reference") or [None])[0]
+        # Drift against the newest earlier pass of this pipeline; its statistics are kept in the
+        # gate's result, since StatisticsGen does not record the span.
+        reference = None
+        if exec_properties.get("lineage"):
+            g = backend_for_scope(exec_properties["lineage"]).load()
+            recorded = g.by_uri(examples.uri, "Examples")
+            reference = lineage.drift_reference(g, recorded[-1]) if recorded else None
         drift: dict[str, list[V.Comparison]] = {}
         if reference is not None:
             found, drift = V.drift_by_split(current.uri, reference.uri, schema, splits, span, limits)
@@ -112,7 +119,8 @@ class Executor(base_executor.BaseExecutor):
             )
         result.set_int_custom_property("span", span)
         result.set_int_custom_property("accepted_anomalies", len(accepted))
-        result.set_int_custom_property("reference_span", span_of(reference) if reference is not None else -1)
+        result.set_int_custom_property(lineage.REFERENCE_SPAN, span_of(reference) if reference is not None else -1)
+        result.set_string_custom_property(lineage.REFERENCE_URI, reference.uri if reference is not None else "")
         summary = {
             "span": span,
             "reference_span": span_of(reference) if reference is not None else None,
@@ -170,14 +178,15 @@ class DataGateSpec(types.ComponentSpec):
         # Where ExampleGen read the span's files ({SPAN} filled in at run time); empty when the
         # input is not files (BigQuery).
         "input_pattern": ExecutionParameter(type=str, optional=True),
+        # Where to find the drift reference: the store (no secret) and the pipeline that scopes
+        # it (metadata_backends.scope).
+        "lineage": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
         "schema": ChannelParameter(type=standard_artifacts.Schema),
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
-        # The drift reference: the newest earlier pass (this component's own result).
-        "reference": ChannelParameter(type=DataGateResult, optional=True),
     }
     OUTPUTS = {"result": ChannelParameter(type=DataGateResult)}
 
@@ -194,7 +203,7 @@ class DataGate(base_component.BaseComponent):
         statistics,
         schema,
         anomalies,
-        reference=None,
+        lineage_scope: str = "",
         accept: tuple[str, ...] | data_types.RuntimeParameter = (),
         limits: str = "",
         input_pattern: str = "",
@@ -207,7 +216,7 @@ class DataGate(base_component.BaseComponent):
                 statistics=statistics,
                 schema=schema,
                 anomalies=anomalies,
-                reference=reference,
+                lineage=lineage_scope,
                 accept=accept if isinstance(accept, data_types.RuntimeParameter) else json.dumps(sorted(accept)),
                 limits=limits,
                 input_pattern=input_pattern,

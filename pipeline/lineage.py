@@ -1,253 +1,450 @@
-"""Facts about one pipeline's records in ML Metadata, each computed in exactly one place.
+"""Facts about one pipeline's records, each computed in exactly one place, on either store.
 
-The span of an artifact, the data a model was trained on, its warm-start ancestry, which
-Examples artifacts passed the data gate, and which models were pushed: the resolvers (inside
-a run), the queries, the report, monitoring and rollback (outside a run) all ask here, so two
-walks of the same lineage cannot disagree.
+A `Graph` is one pipeline's records as both stores keep them: its runs, the executions of each
+run (component, state), the artifacts they read and wrote, and the events between them. A
+backend (`pipeline/metadata_backends.py`) loads it from ML Metadata (SQLite, MySQL/MariaDB) or
+from Vertex ML Metadata; nothing here knows which.
 
-Everything works on `ml_metadata` protos; TFX `Artifact` wrappers are accepted too (their
-`mlmd_artifact` is used). Nothing here imports TensorFlow or TFX at module import time: the
-query commands stay fast.
+Every fact the pipeline and the operations tools need is a function of the Graph: the span of
+an artifact, the spans that passed the data gate, the training window, the drift reference,
+the warm-start model, the evaluation baseline, the newest tuning, the data a model was trained
+on, the pushed and the served model. The components resolve their cross-run inputs with them
+(inside a run), and `runs`, `lineage`, `compare`, the report, monitoring and rollback read
+them (outside a run), so two walks of the same lineage cannot disagree.
+
+What a component resolved for itself is recorded on what it wrote (custom properties), so
+lineage answers the same questions on both stores:
+
+  data gate result   span, reference_uri, reference_span: the pass it measured drift against
+  transform outputs  window: the Examples (URIs) it analysed and transformed, newest span first
+  model              window (copied), warm_start_from: the base model's URI ("" for none),
+                     hyperparameters_from: the tuning it trained with ("" for none)
+  model blessing     baseline_model, current_model: their URIs (TFX's Evaluator)
+
+Nothing here imports TensorFlow, TFX or ml_metadata: the query commands stay fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2 as pb
-from ml_metadata.proto.metadata_store_pb2 import Artifact
-
-INPUT_EVENTS = (pb.Event.INPUT, pb.Event.DECLARED_INPUT)
-OUTPUT_EVENTS = (pb.Event.OUTPUT, pb.Event.DECLARED_OUTPUT)
-
-# Input keys (event path keys) of our components that matter to lineage.
-WARM_START_KEY = "base_model"  # Trainer: the model it started from, not data it trained on
-EXAMPLES_KEY = "examples"  # Trainer, Transform, the data gate: the Examples they read
-MODEL_KEY = "model"  # Pusher, rollback: the Model they pushed
-
-# The type of the data gate's result (see pipeline/gate.py).
-# KFP (the Vertex compiler) requires custom type names of the form "namespace.TypeName".
+# The type of the data gate's result (pipeline/gate.py). KFP (the Vertex compiler) requires
+# custom type names of the form "namespace.TypeName".
 GATE_RESULT_TYPE = "pipeline.DataGateResult"
-# Deep enough for Trainer -> Transform -> window -> ExampleGen, and a rollback on top.
-_MAX_DEPTH = 8
+
+# Execution states, as both stores name them (lowercase, for display).
+RAN, CACHED, FAILED, RUNNING, CANCELED, NEW = "ran", "cached", "failed", "running", "canceled", "new"
+
+# Properties our components record about what they resolved for themselves.
+WINDOW = "window"
+WARM_START_FROM = "warm_start_from"
+HYPERPARAMETERS_FROM = "hyperparameters_from"
+REFERENCE_URI = "reference_uri"
+REFERENCE_SPAN = "reference_span"
+BASELINE_URI = "baseline_model"  # the baseline's URI, set by TFX's Evaluator on the blessing
+CURRENT_MODEL_URI = "current_model"  # the candidate's URI, ditto
+ROLLBACK_OF = "rollback_of"  # the PushedModel URI a rollback served again
+
+# Component ids whose outputs the facts below read (pipeline/pipeline.py names them so).
+TUNER = "tuner"
+ROLLBACK = "rollback"
 
 
-def _proto(artifact: Any) -> Artifact:
-    return getattr(artifact, "mlmd_artifact", artifact)
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """An artifact as both stores record it. `ref` is the store's own key: the MLMD id as a
+    string locally, the resource name on Vertex; `id` is what people type (the number)."""
+
+    ref: str
+    type: str
+    uri: str
+    props: dict[str, Any]
+    created_ms: int
+    order: int  # creation order in the store (ties of created_ms broken)
+
+    @property
+    def id(self) -> int:
+        return int(self.ref.rsplit("/", 1)[-1])
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self.props.get(name)
+        return default if value is None or value == "" else value
 
 
-def property_value(message: Any, name: str) -> Any:
-    """A property or custom property of an artifact or execution, or None."""
-    message = _proto(message)
-    for props in (message.properties, message.custom_properties):
-        if name in props:
-            value = props[name]
-            kind = value.WhichOneof("value")
-            if kind == "struct_value":
-                # How Vertex AI hands artifact metadata to an executor: a JSON value in a
-                # Struct, a scalar under TFX's "__value__" key.
-                from google.protobuf import json_format
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    ref: str
+    component: str
+    state: str
+    props: dict[str, Any]
+    created_ms: int
+    updated_ms: int
+    order: int
 
-                decoded = json_format.MessageToDict(value.struct_value)
-                return decoded.get("__value__", decoded)
-            return None if kind is None else getattr(value, kind)
-    return None
+    @property
+    def id(self) -> int:
+        return int(self.ref.rsplit("/", 1)[-1])
 
 
-def span_of(artifact: Any) -> int:
-    """The span of an ExampleGen output (or of a gate result); 0 without span folders.
-
-    ExampleGen records the span as a custom property (so TFX's `artifact.span` reads 0); older
-    artifacts may hold it as a string.
-    """
-    value = property_value(artifact, "span")
-    return int(value or 0)
+@dataclasses.dataclass(frozen=True)
+class Event:
+    execution: str
+    artifact: str
+    output: bool
+    key: str
 
 
-def is_ingested_examples(artifact: Any) -> bool:
-    """An ExampleGen output (as opposed to Transform's transformed examples)."""
-    return "input_fingerprint" in _proto(artifact).custom_properties
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str
+    created_ms: int
+    executions: tuple[str, ...]
+    order: int
 
 
-# --- Scope: one pipeline in a shared store ---------------------------------------------------
+class Graph:
+    """One pipeline's records: runs, executions, artifacts and events."""
 
+    def __init__(
+        self,
+        pipeline: str,
+        runs: Iterable[Run],
+        executions: Iterable[Execution],
+        artifacts: Iterable[Artifact],
+        events: Iterable[Event],
+    ):
+        self.pipeline = pipeline
+        self.runs = sorted(runs, key=lambda r: (r.created_ms, r.order))
+        self.executions = {e.ref: e for e in executions}
+        self.artifacts = {a.ref: a for a in artifacts}
+        self.events = [e for e in events if e.execution in self.executions and e.artifact in self.artifacts]
+        self._in: dict[str, list[Event]] = {}
+        self._out: dict[str, list[Event]] = {}
+        self._by_artifact: dict[str, list[Event]] = {}
+        for e in self.events:
+            (self._out if e.output else self._in).setdefault(e.execution, []).append(e)
+            self._by_artifact.setdefault(e.artifact, []).append(e)
 
-def pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -> pb.Context | None:
-    return store.get_context_by_type_and_name("pipeline", pipeline_name)
+    # ----- primitives
+    def _keyed(self, events: list[Event]) -> dict[str, list[Artifact]]:
+        result: dict[str, list[Artifact]] = {}
+        for e in events:
+            result.setdefault(e.key, []).append(self.artifacts[e.artifact])
+        return result
 
+    def inputs(self, execution: Execution) -> dict[str, list[Artifact]]:
+        return self._keyed(self._in.get(execution.ref, []))
 
-def pipeline_artifacts(store: metadata_store.MetadataStore, pipeline_name: str, type_name: str) -> list[Artifact]:
-    """Artifacts of one type that belong to the pipeline (a shared store holds others too)."""
-    ctx = pipeline_context(store, pipeline_name)
-    if ctx is None:
-        return []
-    return [a for a in store.get_artifacts_by_context(ctx.id) if a.type == type_name]
+    def outputs(self, execution: Execution) -> dict[str, list[Artifact]]:
+        return self._keyed(self._out.get(execution.ref, []))
 
+    def input_artifacts(self, execution: Execution, type_name: str) -> list[Artifact]:
+        return [
+            self.artifacts[e.artifact] for e in self._in.get(execution.ref, []) if self.artifacts[e.artifact].type == type_name
+        ]
 
-def belongs_to(store: metadata_store.MetadataStore, pipeline_name: str, artifact: Any) -> bool:
-    ctx = pipeline_context(store, pipeline_name)
-    return ctx is not None and _proto(artifact).id in {a.id for a in store.get_artifacts_by_context(ctx.id)}
+    def output_artifacts(self, execution: Execution, type_name: str) -> list[Artifact]:
+        return [
+            self.artifacts[e.artifact] for e in self._out.get(execution.ref, []) if self.artifacts[e.artifact].type == type_name
+        ]
 
+    def producer(self, artifact: Artifact) -> Execution | None:
+        """The execution that first wrote the artifact (not a cached re-use)."""
+        writers = [self.executions[e.execution] for e in self._by_artifact.get(artifact.ref, []) if e.output]
+        return min(writers, key=lambda x: x.order) if writers else None
 
-# --- Lineage walks ----------------------------------------------------------------------------
+    def consumers(self, artifact: Artifact) -> list[Execution]:
+        readers = {e.execution for e in self._by_artifact.get(artifact.ref, []) if not e.output}
+        return sorted((self.executions[r] for r in readers), key=lambda x: x.order)
 
+    def of_type(self, type_name: str) -> list[Artifact]:
+        """Artifacts of a type, oldest first."""
+        return sorted((a for a in self.artifacts.values() if a.type == type_name), key=lambda a: a.order)
 
-def producer_inputs(store: metadata_store.MetadataStore, artifact_id: int) -> tuple[int, dict[str, list[Artifact]]] | None:
-    """(execution id, inputs by key) of the execution that first produced the artifact (not a
-    cached re-use), or None for an artifact nothing produced."""
-    outputs = [e for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in OUTPUT_EVENTS]
-    if not outputs:
+    def by_uri(self, uri: str, type_name: str) -> list[Artifact]:
+        return [a for a in self.of_type(type_name) if a.uri.rstrip("/") == uri.rstrip("/")]
+
+    def find(self, ref: str) -> Artifact | None:
+        """An artifact by its store key or by its number."""
+        if ref in self.artifacts:
+            return self.artifacts[ref]
+        if ref.isdigit():
+            return next((a for a in self.artifacts.values() if a.id == int(ref)), None)
         return None
-    execution_id = min(e.execution_id for e in outputs)
-    return execution_id, events_by_key(store, [execution_id], INPUT_EVENTS).get(execution_id, {})
+
+    def executions_of(self, run: Run) -> list[Execution]:
+        return sorted((self.executions[r] for r in run.executions if r in self.executions), key=lambda x: x.order)
 
 
-def events_by_key(
-    store: metadata_store.MetadataStore, execution_ids: Iterable[int], kinds: Sequence[int]
-) -> dict[int, dict[str, list[Artifact]]]:
-    """execution id -> event key -> artifacts, for the events of these kinds."""
-    events = [e for e in store.get_events_by_execution_ids(list(execution_ids)) if e.type in kinds]
-    artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))} if events else {}
-    result: dict[int, dict[str, list[Artifact]]] = {}
-    for e in events:
-        key = e.path.steps[0].key if e.path.steps else "artifact"
-        result.setdefault(e.execution_id, {}).setdefault(key, []).append(artifacts[e.artifact_id])
-    return result
+# --- Artifacts ----------------------------------------------------------------------------------
 
 
-def examples_trained_on(store: metadata_store.MetadataStore, model: Any) -> list[Artifact]:
-    """The ExampleGen outputs a model was trained on, oldest first.
-
-    Follows the Trainer's and Transform's inputs (through the training window) and a
-    rollback's `model` input to the original model; never the warm-start `base_model`, whose
-    data is not this model's training data.
-    """
-    found: dict[int, Artifact] = {}
-    frontier, seen = [_proto(model).id], {_proto(model).id}
-    for _ in range(_MAX_DEPTH):
-        next_frontier = []
-        for artifact_id in frontier:
-            produced = producer_inputs(store, artifact_id)
-            if produced is None:
-                continue
-            for key, inputs in produced[1].items():
-                if key == WARM_START_KEY:
-                    continue
-                for a in inputs:
-                    if a.id in seen:
-                        continue
-                    seen.add(a.id)
-                    if is_ingested_examples(a):
-                        found[a.id] = a
-                    else:
-                        next_frontier.append(a.id)
-        frontier = next_frontier
-        if not frontier:
-            break
-    return [found[i] for i in sorted(found)]
+def span_of(artifact: Artifact | None) -> int:
+    """The span of an ExampleGen output (or of a gate result); 0 without span folders."""
+    return int(artifact.get("span", 0)) if artifact is not None else 0
 
 
-def warm_start_ancestry(store: metadata_store.MetadataStore, model: Any) -> list[Artifact]:
+def is_ingested(artifact: Artifact) -> bool:
+    """An ExampleGen output (as opposed to Transform's transformed examples)."""
+    return artifact.type == "Examples" and artifact.get("input_fingerprint") is not None
+
+
+def window_uris(artifact: Artifact) -> list[str]:
+    value = artifact.get(WINDOW)
+    return list(json.loads(value)) if value else []
+
+
+def examples_by_uri(g: Graph, uris: Iterable[str]) -> list[Artifact]:
+    """The ingested Examples artifacts with these URIs, in that order."""
+    found = []
+    for uri in uris:
+        matches = [a for a in g.by_uri(uri, "Examples") if is_ingested(a)]
+        if matches:
+            found.append(matches[0])
+    return found
+
+
+# --- The data gate -------------------------------------------------------------------------------
+
+
+def passes(g: Graph) -> list[tuple[Artifact, Artifact]]:
+    """(Examples artifact, its gate result) for every Examples artifact that passed the gate,
+    newest pass first. Only artifacts: a span re-delivered and rejected has a passed copy and
+    a rejected copy under the same span number, and only the passed copy is here (the gate
+    publishes a result only when the data passes)."""
+    found = []
+    for result in g.of_type(GATE_RESULT_TYPE):
+        gate = g.producer(result)
+        judged = [a for a in g.input_artifacts(gate, "Examples") if is_ingested(a)] if gate else []
+        if judged:
+            found.append((judged[0], result))
+    return sorted(found, key=lambda p: p[1].order, reverse=True)
+
+
+def _newest_pass_per_span(g: Graph) -> dict[int, tuple[Artifact, Artifact]]:
+    newest: dict[int, tuple[Artifact, Artifact]] = {}
+    for examples, result in passes(g):
+        newest.setdefault(span_of(examples), (examples, result))
+    return newest
+
+
+def drift_reference(g: Graph, current: Artifact) -> Artifact | None:
+    """The gate result of the newest pass of a span older than `current`'s (the data gate
+    measures drift against its statistics), or None."""
+    earlier = {s: p for s, p in _newest_pass_per_span(g).items() if s < span_of(current)}
+    return earlier[max(earlier)][1] if earlier else None
+
+
+def training_window(g: Graph, current: Artifact, num_spans: int) -> list[Artifact]:
+    """What Transform analyses and the Trainer trains on: `current` (this run's span, which
+    passed the gate), then the passed copies of the newest `num_spans - 1` older spans, newest
+    first. Rejected data never enters: only passes are considered."""
+    older = {s: p[0] for s, p in _newest_pass_per_span(g).items() if s < span_of(current)}
+    return [current] + [older[s] for s in sorted(older, reverse=True)[: max(num_spans - 1, 0)]]
+
+
+def accepted_anomalies(result: Artifact) -> int:
+    return int(result.get("accepted_anomalies", 0))
+
+
+# --- Models ------------------------------------------------------------------------------------
+
+
+def blessed_model(g: Graph, blessing: Artifact) -> Artifact | None:
+    """The Model a blessing is about: the Evaluator's candidate (its one Model input), or the
+    Model a rollback wrote beside its blessing."""
+    execution = g.producer(blessing)
+    if execution is None:
+        return None
+    models = g.output_artifacts(execution, "Model") or g.input_artifacts(execution, "Model")
+    return models[0] if models else None
+
+
+def blessed_models(g: Graph) -> list[tuple[Artifact, Artifact]]:
+    """(model, blessing) for every blessing that blessed, most recently blessed first."""
+    found = []
+    for blessing in reversed(g.of_type("ModelBlessing")):
+        if int(blessing.get("blessed", 0)) == 1:
+            model = blessed_model(g, blessing)
+            if model is not None:
+                found.append((model, blessing))
+    return found
+
+
+def original_model(g: Graph, model: Artifact) -> Artifact:
+    """A rollback's Model stands for the model it served again: that one's Trainer output."""
+    seen = set()
+    while model.ref not in seen:
+        seen.add(model.ref)
+        execution = g.producer(model)
+        if execution is None or execution.component != ROLLBACK:
+            return model
+        inputs = g.input_artifacts(execution, "Model")
+        if not inputs:
+            return model
+        model = inputs[0]
+    return model
+
+
+def examples_trained_on(g: Graph, model: Artifact) -> list[Artifact]:
+    """The ingested Examples a model was trained on, oldest span first (for a rollback's
+    Model, the original model's). Never the warm-start model's data."""
+    model = original_model(g, model)
+    found = examples_by_uri(g, window_uris(model))
+    return sorted(found, key=lambda a: (span_of(a), a.order))
+
+
+def spans_trained_on(g: Graph, model: Artifact) -> list[int]:
+    return [span_of(a) for a in examples_trained_on(g, model)]
+
+
+def models_at(g: Graph, uri: str) -> list[Artifact]:
+    """Trainer-written Models at a URI (a rollback's Model shares its original's URI)."""
+    models = g.by_uri(uri, "Model")
+    originals = [m for m in models if (g.producer(m) is None or g.producer(m).component != ROLLBACK)]
+    return originals or models
+
+
+def warm_started_from(g: Graph, model: Artifact) -> Artifact | None:
+    """The model this one was warm-started from, or None."""
+    uri = original_model(g, model).get(WARM_START_FROM)
+    found = models_at(g, uri) if uri else []
+    return found[0] if found else None
+
+
+def warm_start_ancestry(g: Graph, model: Artifact) -> list[Artifact]:
     """The models this model was warm-started from, nearest first (through rollbacks too)."""
     chain: list[Artifact] = []
-    current, seen = _proto(model).id, {_proto(model).id}
-    for _ in range(_MAX_DEPTH * 4):
-        produced = producer_inputs(store, current)
-        if produced is None:
-            break
-        inputs = produced[1]
-        if inputs.get(WARM_START_KEY):
-            parent = inputs[WARM_START_KEY][0]
-            chain.append(parent)
-        elif inputs.get(MODEL_KEY):
-            parent = inputs[MODEL_KEY][0]  # a rollback's Model stands for the original model
-        else:
-            break
-        if parent.id in seen:
-            break
-        current = parent.id
-        seen.add(current)
+    seen = {model.ref}
+    current = warm_started_from(g, model)
+    while current is not None and current.ref not in seen:
+        chain.append(current)
+        seen.add(current.ref)
+        current = warm_started_from(g, current)
     return chain
 
 
-# --- The data gate ---------------------------------------------------------------------------
+def warm_start_model(g: Graph, current_span: int) -> Artifact | None:
+    """The model to warm-start from: the most recently blessed model trained only on spans
+    older than `current_span` (so an unchanged re-run of a span resolves the same model as its
+    first run, and the cache applies)."""
+    for model, _ in blessed_models(g):
+        spans = spans_trained_on(g, model)
+        if spans and max(spans) < current_span:
+            return model
+    return None
 
 
-def judged_examples(store: metadata_store.MetadataStore, verdicts: Iterable[Any]) -> dict[int, Artifact]:
-    """Gate result id -> the Examples artifact that gate execution judged (and passed: the
-    gate publishes a result only when the data passes)."""
-    ids = [_proto(v).id for v in verdicts]
-    if not ids:
-        return {}
-    producers: dict[int, int] = {}
-    for e in store.get_events_by_artifact_ids(ids):
-        if e.type in OUTPUT_EVENTS:
-            producers.setdefault(e.artifact_id, e.execution_id)
-    inputs = events_by_key(store, set(producers.values()), INPUT_EVENTS)
-    result = {}
-    for verdict_id, execution_id in producers.items():
-        examples = inputs.get(execution_id, {}).get(EXAMPLES_KEY) or []
-        if examples:
-            result[verdict_id] = examples[0]
-    return result
+def baseline_model(g: Graph, candidate_uri: str) -> Artifact | None:
+    """The Evaluator's baseline: the most recently blessed model other than the candidate
+    (TFX's LatestBlessedModelStrategy returns the candidate itself when an unchanged re-run
+    reuses a blessed model from the cache)."""
+    for model, _ in blessed_models(g):
+        if model.uri.rstrip("/") != candidate_uri.rstrip("/"):
+            return model
+    return None
 
 
-def passed_examples(store: metadata_store.MetadataStore, verdicts: Iterable[Any]) -> list[tuple[Artifact, Artifact]]:
-    """(Examples artifact, its gate result) for every Examples artifact that passed the gate,
-    newest result first. Only artifacts: a span re-delivered and rejected has a passed copy
-    and a rejected copy under the same span number, and only the passed copy is here."""
-    verdicts = [_proto(v) for v in verdicts]
-    judged = judged_examples(store, verdicts)
-    by_id = {v.id: v for v in verdicts}
-    pairs = [(judged[i], by_id[i]) for i in judged]
-    return sorted(pairs, key=lambda p: p[1].id, reverse=True)
+def baseline_of(g: Graph, model: Artifact) -> Artifact | None:
+    """The baseline the model was evaluated against (when it was the candidate), or None."""
+    for blessing in g.of_type("ModelBlessing"):
+        execution = g.producer(blessing)
+        if execution is not None and execution.component != ROLLBACK and blessed_model(g, blessing) == model:
+            uri = blessing.get(BASELINE_URI)
+            found = models_at(g, uri) if uri else []
+            return found[0] if found else None
+    return None
 
 
-def training_window(store: metadata_store.MetadataStore, verdicts: Iterable[Any], num_spans: int) -> list[Artifact]:
-    """The newest `num_spans` spans that passed, newest span first: for each span, the copy
-    whose pass is newest."""
-    newest: dict[int, Artifact] = {}
-    for examples, _ in passed_examples(store, verdicts):
-        newest.setdefault(span_of(examples), examples)
-    return [newest[s] for s in sorted(newest, reverse=True)[:num_spans]]
+def latest_tuning(g: Graph) -> Artifact | None:
+    """The newest best_hyperparameters a Tuner of this pipeline wrote, or None."""
+    tuned = [a for a in g.of_type("HyperParameters") if (p := g.producer(a)) is not None and p.component == TUNER]
+    return tuned[-1] if tuned else None
 
 
-def current_span(store: metadata_store.MetadataStore, verdicts: Iterable[Any]) -> int | None:
-    """The newest span that passed the gate (None before any pass)."""
-    spans = [span_of(examples) for examples, _ in passed_examples(store, verdicts)]
-    return max(spans) if spans else None
+# --- Pushed and served models ------------------------------------------------------------------
 
 
-# --- Models: blessed, pushed, served ---------------------------------------------------------
+def pushed_models(g: Graph) -> list[Artifact]:
+    """The pipeline's pushes (pushed=1, rollbacks included), newest first."""
+    pushed = [a for a in g.of_type("PushedModel") if int(a.get("pushed", 0)) == 1]
+    return sorted(pushed, key=lambda a: (a.created_ms, a.order), reverse=True)
 
 
-def blessed_newest_first(models: Iterable[Any], blessings: Iterable[Any]) -> list[tuple[Any, Any]]:
-    """(model, its blessing) for every blessed model, newest model first."""
-    blessed = {}
-    for b in blessings:
-        if property_value(b, "blessed") == 1:
-            blessed[property_value(b, "current_model_id")] = b
-    return [
-        (m, blessed[_proto(m).id]) for m in sorted(models, key=lambda a: _proto(a).id, reverse=True) if _proto(m).id in blessed
-    ]
+def served(g: Graph) -> Artifact | None:
+    """The push that is served: the newest (a rollback is a push). Local servers load the
+    highest version under the serving folder, which the newest push always is; on Vertex the
+    newest push is the deployment that takes the traffic."""
+    pushed = pushed_models(g)
+    return pushed[0] if pushed else None
 
 
-def pushed_models(store: metadata_store.MetadataStore, pipeline_name: str) -> list[Artifact]:
-    """The pipeline's pushed models (pushed=1, rollbacks included), newest first."""
-    pushed = [a for a in pipeline_artifacts(store, pipeline_name, "PushedModel") if property_value(a, "pushed")]
-    return sorted(pushed, key=lambda a: (a.create_time_since_epoch, a.id), reverse=True)
-
-
-def pushed_version(artifact: Any) -> str | None:
+def pushed_version(artifact: Artifact) -> str | None:
     """The serving version of a PushedModel: its version property, else its folder's name."""
-    version = property_value(artifact, "pushed_version")
+    version = artifact.get("pushed_version")
     if version:
         return str(version)
-    destination = property_value(artifact, "pushed_destination")
+    destination = artifact.get("pushed_destination")
     return os.path.basename(str(destination).rstrip("/")) if destination else None
+
+
+def model_of(g: Graph, artifact: Artifact) -> Artifact | None:
+    """The Model behind a PushedModel (the Pusher's or a rollback's Model input)."""
+    if artifact.type == "Model":
+        return artifact
+    execution = g.producer(artifact)
+    if execution is None:
+        return None
+    models = g.input_artifacts(execution, "Model")
+    return models[0] if models else None
+
+
+def evaluation_of(g: Graph, model: Artifact) -> Artifact | None:
+    """The ModelEvaluation of the Evaluator run that took `model` as its candidate."""
+    for execution in g.consumers(model):
+        evaluations = g.output_artifacts(execution, "ModelEvaluation")
+        if evaluations:
+            return evaluations[0]
+    return None
+
+
+def _reference_span(result: Artifact | None) -> int | None:
+    span = int(result.get(REFERENCE_SPAN, -1)) if result is not None else -1
+    return span if span >= 0 else None
+
+
+def model_facts(g: Graph, model: Artifact) -> dict[str, Any]:
+    """What lineage answers about a model on either store: the spans it was trained on, the
+    model it warm-started from, the span its data gate measured drift against, the baseline
+    it was evaluated against and the tuning it trained with."""
+    original = original_model(g, model)
+    trainer = g.producer(original)
+    examples = examples_trained_on(g, original)
+    newest = max(examples, key=lambda a: (span_of(a), a.order)) if examples else None
+    reference = None
+    if newest is not None:
+        for examples_, result in passes(g):
+            if examples_.ref == newest.ref:
+                reference = result
+                break
+    warm = warm_started_from(g, original)
+    baseline = baseline_of(g, original)
+    return {
+        "model": original.ref,
+        "trained_by": trainer.component if trainer else None,
+        "spans": [span_of(a) for a in examples],
+        "examples": [a.ref for a in examples],
+        "warm_started_from": warm.ref if warm else None,
+        "warm_start_spans": spans_trained_on(g, warm) if warm else [],
+        "drift_reference_span": _reference_span(reference),
+        "baseline": baseline.ref if baseline else None,
+        "baseline_spans": spans_trained_on(g, baseline) if baseline else [],
+        "hyperparameters_from": original.get(HYPERPARAMETERS_FROM),
+    }
 
 
 def serving_versions(serving_dir: str) -> list[int]:

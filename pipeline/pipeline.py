@@ -9,7 +9,6 @@ import json
 # what it uses from where TFX defines it, and the Google Cloud extensions only when configured.
 from tfx.components import (
     CsvExampleGen,
-    Evaluator,
     ExampleValidator,
     Pusher,
     SchemaGen,
@@ -20,21 +19,18 @@ from tfx.components import (
 )
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
-from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
-from tfx.types import Channel, standard_artifacts
 
 from modules import code
 from modules import features as F
 from pipeline import gate as data_gate
+from pipeline import lineage, resolution
 from pipeline import pusher as idempotent_pusher
-from pipeline import resolvers
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
+from pipeline.metadata_backends import scope
 
 # The runtime parameter of a compiled (Vertex AI) pipeline that carries the accepted anomalies.
 ACCEPT_PARAMETER = "accept_anomalies"
@@ -51,15 +47,10 @@ SCHEMA_GEN = "schema_gen"
 SCHEMA_IMPORTER = "schema_importer"
 EXAMPLE_VALIDATOR = "example_validator"
 DATA_GATE = "data_gate"
-SPAN_WINDOW_RESOLVER = "span_window_resolver"
-DRIFT_REFERENCE_RESOLVER = "drift_reference_resolver"
-WARM_START_RESOLVER = "warm_start_model_resolver"
 TRANSFORM = "transform"
 TRAINER = "trainer"
-TUNER = "tuner"
-HPARAMS_RESOLVER = "latest_hyperparameters_resolver"
+TUNER = lineage.TUNER
 TUNER_FN = "modules.tuning.tuner_fn"
-BASELINE_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "evaluator"
 PUSHER = "pusher"
 
@@ -68,7 +59,14 @@ def create_pipeline(
     cfg: PipelineConfig,
     metadata_connection_config=None,
 ) -> tfx_pipeline.Pipeline:
-    """Builds the TFX pipeline from `cfg`. Reads no environment and no globals.
+    """Builds the TFX pipeline from `cfg`: one topology for every runner. Reads no environment
+    and no globals.
+
+    The runner chooses backends only: the Trainer, Tuner and Pusher classes (local or Vertex
+    AI), the Beam args and the metadata store. Inputs that come from earlier runs (the drift
+    reference, the training window, the warm-start model, the newest tuning, the evaluation
+    baseline) are resolved by the components themselves, in `cfg.metadata_uri`'s store and
+    scoped to `cfg.pipeline_name` (pipeline/resolution.py), the same way on both runners.
 
     Args:
       cfg: the pipeline configuration.
@@ -77,6 +75,7 @@ def create_pipeline(
     """
     transform_code = code.fingerprint(code.TRANSFORM_CODE)
     trainer_code = code.fingerprint(code.TRAINER_CODE)
+    lineage_scope = scope(cfg.metadata_uri or "", cfg.pipeline_name)
     output_config = example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in cfg.split_buckets],
@@ -109,14 +108,9 @@ def create_pipeline(
         EXAMPLE_VALIDATOR
     )
 
-    # The gate stops the run here when the data has anomalies nobody accepted (drift against
-    # the previous span included); Transform and everything after it run only if it passes.
-    history = {}
-    nodes = []
-    if cfg.continuous_training:
-        reference = resolvers.earlier_pass_resolver(example_gen.outputs["examples"], DATA_GATE).with_id(DRIFT_REFERENCE_RESOLVER)
-        history["reference"] = reference.outputs["verdicts"]
-        nodes.append(reference)
+    # The gate stops the run here when the data has anomalies nobody accepted, drift against
+    # the newest earlier span of this pipeline that passed included; Transform and everything
+    # after it run only if it passes.
     accept = cfg.accept_anomalies
     if cfg.accept_at_run_time:
         accept = data_types.RuntimeParameter(name=ACCEPT_PARAMETER, ptype=str, default=json.dumps(sorted(accept)))
@@ -128,41 +122,36 @@ def create_pipeline(
         accept=accept,
         limits=cfg.gate_limits,
         input_pattern=cfg.input_pattern,
-        **history,
+        lineage_scope=lineage_scope,
     ).with_id(DATA_GATE)
 
-    # Training data: this run's span, or with continuous training the newest spans that passed
-    # the gate (a rolling window, resolved from ML Metadata after this run's gate).
-    training_examples = example_gen.outputs["examples"]
-    if cfg.continuous_training:
-        window = resolvers.span_window_resolver(EXAMPLE_GEN, DATA_GATE, cfg.train_window_spans).with_id(SPAN_WINDOW_RESOLVER)
-        window.add_upstream_node(gate)
-        training_examples = window.outputs["examples"]
-        nodes.append(window)
+    # Training data: this run's span and the newest earlier spans that passed the gate (the
+    # rolling window), resolved by Transform itself after this run's gate.
     transform = Transform(
-        examples=training_examples,
+        examples=example_gen.outputs["examples"],
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"module_fingerprint": transform_code},
+        custom_config={
+            "module_fingerprint": transform_code,
+            resolution.LINEAGE_KEY: lineage_scope,
+            resolution.WINDOW_KEY: cfg.train_window_spans,
+        },
         # StatisticsGen already describes the raw data; skipping Transform's own pre- and
         # post-transform statistics saves a full pass over the data.
         disable_statistics=True,
     ).with_id(TRANSFORM)
+    transform.executor_spec = executor_spec.BeamExecutorSpec(resolution.TransformExecutor)
     transform.add_upstream_node(gate)
 
-    trainer_config = {"hparams": cfg.hparams.to_dict(), "module_fingerprint": trainer_code}
-    trainer_class = Trainer
+    trainer_config = {"hparams": cfg.hparams.to_dict(), "module_fingerprint": trainer_code, resolution.LINEAGE_KEY: lineage_scope}
+    trainer_class, trainer_executor = Trainer, resolution.TrainerExecutor
     if cfg.vertex_training:
         from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
 
-        trainer_class = VertexTrainer
+        from pipeline import vertex_trainer
+
+        trainer_class, trainer_executor = VertexTrainer, vertex_trainer.Executor
         trainer_config.update(cfg.vertex_training.custom_config())
-    warm_start = {}
-    if cfg.continuous_training:
-        warm_start_resolver = resolvers.warm_start_resolver(DATA_GATE).with_id(WARM_START_RESOLVER)
-        warm_start_resolver.add_upstream_node(gate)  # it must see this run's pass
-        warm_start = {"base_model": warm_start_resolver.outputs["model"]}
-        nodes.append(warm_start_resolver)
     # What the Tuner's trials and the Trainer train on, for as long.
     training_inputs = dict(
         examples=transform.outputs["transformed_examples"],
@@ -171,9 +160,10 @@ def create_pipeline(
         train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
     )
-    # Hyperparameters: a tuning in this run, else the newest tuning recorded in ML Metadata (so
-    # tuning can run weekly and training daily), else cfg.hparams (the Trainer's defaults).
+    # Hyperparameters: a tuning in this run, else the newest tuning of this pipeline (the
+    # Trainer resolves it, so tuning can run weekly and training daily), else cfg.hparams.
     tuned = {}
+    nodes = []
     if cfg.tune_trials:
         tuner_class, tuner_config = (
             Tuner,
@@ -195,42 +185,15 @@ def create_pipeline(
         tuner = tuner_class(tuner_fn=TUNER_FN, tune_args=tune_args, **training_inputs, custom_config=tuner_config).with_id(TUNER)
         tuned = {"hyperparameters": tuner.outputs["best_hyperparameters"]}
         nodes.append(tuner)
-    elif cfg.continuous_training or cfg.vertex_training:
-        if cfg.continuous_training:
-            latest_tuning = resolvers.latest_tuning_resolver(TUNER)
-        else:
-            # Compiled for Vertex AI, whose compiler knows only TFX's own strategies: the newest
-            # HyperParameters in Vertex ML Metadata (none before the first tuning).
-            latest_tuning = Resolver(
-                strategy_class=LatestArtifactStrategy, hyperparameters=Channel(type=standard_artifacts.HyperParameters)
-            )
-        latest_tuning = latest_tuning.with_id(HPARAMS_RESOLVER)
-        tuned = {"hyperparameters": latest_tuning.outputs["hyperparameters"]}
-        nodes.append(latest_tuning)
-    trainer = trainer_class(
-        run_fn=RUN_FN,
-        **warm_start,
-        **tuned,
-        **training_inputs,
-        custom_config=trainer_config,
-    ).with_id(TRAINER)
+    trainer = trainer_class(run_fn=RUN_FN, **tuned, **training_inputs, custom_config=trainer_config).with_id(TRAINER)
+    trainer.executor_spec = executor_spec.ExecutorClassSpec(trainer_executor)
 
-    if cfg.continuous_training:
-        # The latest blessed model other than the candidate (so a cached candidate is not
-        # compared with itself); the Vertex compiler knows only TFX's own strategy.
-        baseline_resolver = resolvers.baseline_resolver(trainer.outputs["model"])
-    else:
-        baseline_resolver = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=standard_artifacts.Model),
-            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-        )
-    baseline_resolver = baseline_resolver.with_id(BASELINE_RESOLVER)
-
-    evaluator = Evaluator(
+    # The baseline (the newest blessed model of this pipeline other than the candidate) is
+    # resolved by the Evaluator itself.
+    evaluator = resolution.Evaluator(
+        lineage_scope=lineage_scope,
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
         eval_config=build_eval_config(cfg.thresholds),
     ).with_id(EVALUATOR)
 
@@ -271,7 +234,6 @@ def create_pipeline(
             transform,
             *nodes,
             trainer,
-            baseline_resolver,
             evaluator,
             pusher,
         ],

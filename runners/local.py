@@ -14,10 +14,10 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from ops import queries
-from ops import store as mlmd_store
 from ops.evaluation import overall_metrics
 from pipeline import configs
 from pipeline import pipeline as P
+from pipeline import stores as mlmd_store
 from pipeline.errors import DataValidationError
 from runners.errors import RunFailed, StoreBusy
 from runners.progress import Progress
@@ -143,7 +143,7 @@ def run(cfg: configs.PipelineConfig, progress: float | None = None) -> dict[str,
 
 def _failed_component(cfg: configs.PipelineConfig) -> str | None:
     try:
-        latest = queries.Metadata(mlmd_store.open_store(store_uri(cfg)), cfg.pipeline_name).latest_run()
+        latest = queries.open_metadata(store_uri(cfg), cfg.pipeline_name).latest_run()
     except mlmd_store.MetadataError:
         return None
     return next((name for name, c in latest.components.items() if c.state == "failed"), None)
@@ -151,7 +151,7 @@ def _failed_component(cfg: configs.PipelineConfig) -> str | None:
 
 def summarize(cfg: configs.PipelineConfig) -> dict[str, Any]:
     """What the latest run did: component states, blessing, metrics, the pushed model."""
-    latest = queries.Metadata(mlmd_store.open_store(store_uri(cfg)), cfg.pipeline_name).latest_run()
+    latest = queries.open_metadata(store_uri(cfg), cfg.pipeline_name).latest_run()
     blessing = latest.output(P.EVALUATOR, "blessing")
     evaluation = latest.output(P.EVALUATOR, "evaluation")
     pushed = latest.output(P.PUSHER, "pushed_model")

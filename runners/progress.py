@@ -18,8 +18,7 @@ from typing import IO
 
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from ops import store as mlmd_store
-from ops.queries import Metadata
+from pipeline import stores as mlmd_store
 
 _DONE = {
     pb.Execution.COMPLETE: "ran",
@@ -99,17 +98,25 @@ class Progress:
             self._seen[execution.id] = state
 
     def _executions(self) -> list[tuple[pb.Execution, str]]:
-        md = Metadata(mlmd_store.open_store(self.metadata_uri), self.pipeline_name)
-        ctx = md.store.get_context_by_type_and_name("pipeline", self.pipeline_name)
+        # Only the newest run, polled every second: straight from the store, not the whole
+        # pipeline's lineage graph.
+        store = mlmd_store.open_store(self.metadata_uri)
+        ctx = store.get_context_by_type_and_name("pipeline", self.pipeline_name)
         if ctx is None:
             return []
         runs = [
             c
-            for c in md.store.get_children_contexts_by_context(ctx.id)
+            for c in store.get_children_contexts_by_context(ctx.id)
             if c.type == "pipeline_run" and c.create_time_since_epoch >= self.start_ms - 1000
         ]
         if not runs:
             return []
         run = max(runs, key=lambda c: c.create_time_since_epoch)
-        executions = sorted(md.store.get_executions_by_context(run.id), key=lambda e: e.id)
-        return [(e, md.component_of(e.id)) for e in executions]
+        executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+        prefix = self.pipeline_name + "."
+
+        def component(execution_id: int) -> str:
+            nodes = [c.name for c in store.get_contexts_by_execution(execution_id) if c.type == "node"]
+            return next((n[len(prefix) :] for n in nodes if n.startswith(prefix)), "?")
+
+        return [(e, component(e.id)) for e in executions]

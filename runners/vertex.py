@@ -219,6 +219,11 @@ class VertexConfig:
             raise ConfigError(f"vertex config {path}: {e}") from e
         return cls.from_mapping({**values, **dict(overrides or {})})
 
+    @property
+    def metadata_uri(self) -> str:
+        """The region's Vertex ML Metadata store, where this pipeline's runs are recorded."""
+        return f"vertex://{self.project}/{self.region}"
+
     def beam_pipeline_args(self) -> tuple[str, ...]:
         args = [
             "--runner=DataflowRunner",
@@ -268,7 +273,9 @@ class VertexConfig:
             bigquery_query=self.bigquery_query,
             schema_path=self.schema_path,
             serving_model_dir=self.serving_model_dir or f"{root}/serving",
-            metadata_uri=None,  # Vertex ML Metadata, provided by the service
+            # Vertex ML Metadata: Vertex AI Pipelines records the runs there, and the components
+            # resolve their cross-run inputs from it, scoped to pipeline_name.
+            metadata_uri=self.metadata_uri,
             train_steps=self.train_steps,
             hparams=self.hparams,
             tune_trials=self.tune_trials,
@@ -278,9 +285,6 @@ class VertexConfig:
             enable_cache=self.enable_cache,
             vertex_training=training,
             vertex_endpoint=endpoint,
-            # Rolling windows and warm start resolve inputs across runs with resolver strategies
-            # the Vertex compiler does not support; the data gate still runs.
-            continuous_training=False,
             # Accepting anomalies is a decision per run: a runtime parameter of the PipelineJob.
             accept_at_run_time=True,
             # The limits baked into the image beside the schema, read here from the checkout

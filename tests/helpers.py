@@ -117,8 +117,9 @@ def dense_columns(rows: list[dict]) -> dict[str, tf.Tensor]:
     }
 
 
-# The pipeline's components and their upstream components, without continuous training (as
-# compiled for Vertex): the data gate sits between validation and Transform.
+# The pipeline's components and their upstream components: one topology for every runner (the
+# data gate sits between validation and Transform; what comes from earlier runs is resolved by
+# the components themselves, so there is no resolver node).
 EXPECTED_EDGES = {
     P.EXAMPLE_GEN: set(),
     P.STATISTICS_GEN: {P.EXAMPLE_GEN},
@@ -128,30 +129,8 @@ EXPECTED_EDGES = {
     P.DATA_GATE: {P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR},
     P.TRANSFORM: {P.EXAMPLE_GEN, P.SCHEMA_IMPORTER, P.DATA_GATE},
     P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER},
-    P.BASELINE_RESOLVER: set(),
-    P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER, P.BASELINE_RESOLVER},
+    P.EVALUATOR: {P.EXAMPLE_GEN, P.TRAINER},
     P.PUSHER: {P.TRAINER, P.EVALUATOR},
-}
-
-# Compiled for Vertex AI: the Trainer takes the newest HyperParameters in Vertex ML Metadata.
-EXPECTED_EDGES_VERTEX = {
-    **EXPECTED_EDGES,
-    P.HPARAMS_RESOLVER: set(),
-    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.HPARAMS_RESOLVER},
-}
-
-# Local runs (continuous training): Transform takes the span window, the Trainer a warm-start model
-# and the newest tuned hyperparameters.
-EXPECTED_EDGES_CONTINUOUS = {
-    **EXPECTED_EDGES,
-    P.DRIFT_REFERENCE_RESOLVER: {P.EXAMPLE_GEN},
-    P.DATA_GATE: {P.EXAMPLE_GEN, P.STATISTICS_GEN, P.SCHEMA_IMPORTER, P.EXAMPLE_VALIDATOR, P.DRIFT_REFERENCE_RESOLVER},
-    P.SPAN_WINDOW_RESOLVER: {P.DATA_GATE},
-    P.BASELINE_RESOLVER: {P.TRAINER},
-    P.WARM_START_RESOLVER: {P.DATA_GATE},
-    P.TRANSFORM: {P.SPAN_WINDOW_RESOLVER, P.SCHEMA_IMPORTER, P.DATA_GATE},
-    P.HPARAMS_RESOLVER: set(),
-    P.TRAINER: {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER, P.HPARAMS_RESOLVER},
 }
 
 
@@ -214,7 +193,7 @@ def snapshot(cfg) -> dict:
     """Every execution and artifact record of a store, and every served file's digest."""
     import hashlib
 
-    from ops.store import open_store
+    from pipeline.stores import open_store
 
     db = open_store(cfg.metadata_uri)
     served = {}

@@ -301,7 +301,7 @@ def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, c
 
 
 def md_store(uri: str):
-    from ops.store import open_store
+    from pipeline.stores import open_store
 
     return open_store(uri)
 

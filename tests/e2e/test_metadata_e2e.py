@@ -12,9 +12,9 @@ from ml_metadata.proto import metadata_store_pb2 as pb
 
 from helpers import SCHEMA_PATH, write_span
 from ops.queries import Metadata
-from ops.store import open_store
 from pipeline import configs, lineage
 from pipeline import pipeline as P
+from pipeline.stores import open_store
 from runners import local
 
 # The story of pipeline runs is built once, in one worker: its tests go there.

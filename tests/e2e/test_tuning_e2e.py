@@ -12,10 +12,10 @@ import tensorflow as tf
 from helpers import SCHEMA_PATH, write_span
 from modules.hparams import HParams, from_tuned
 from modules.trainer import TRAINING_RECORD
-from ops import store
 from ops.queries import Metadata
 from pipeline import configs
 from pipeline import pipeline as P
+from pipeline import stores as store
 from runners import local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tuning")]

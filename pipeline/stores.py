@@ -1,7 +1,18 @@
-"""Opening an ML Metadata store from a URI: SQLite locally, MySQL/MariaDB shared.
+"""Metadata store URIs: SQLite locally, MySQL/MariaDB shared, Vertex ML Metadata in production.
 
-Every operations tool (queries, report, monitoring, rollback) and the local runner open the
-store here, so a store that cannot be reached fails the same way, in one line, everywhere.
+Every command, the local runner and the components that resolve their inputs open a store
+here, so a store that cannot be reached, or a URI that is malformed, fails the same way, in
+one line, everywhere.
+
+  /path/metadata.sqlite, sqlite:///path     SQLite
+  mysql://user[:password]@host[:port]/db    MySQL/MariaDB; without a password in the URI, from
+                                            $PIPELINE_METADATA_PASSWORD or the file named by
+                                            $PIPELINE_METADATA_PASSWORD_FILE
+  vertex://PROJECT/REGION                   Vertex ML Metadata (the region's default store)
+
+A password never leaves this module: what is recorded, logged or passed to a component is
+`redact(uri)`, and a URI seen with its password is remembered (in this process) under its
+redacted form, so a component running in the same process reconnects without it.
 """
 
 from __future__ import annotations
@@ -22,6 +33,55 @@ class MetadataError(Exception):
     """The store cannot be reached or does not hold what was asked for. One line."""
 
 
+PASSWORD_ENV = "PIPELINE_METADATA_PASSWORD"
+PASSWORD_FILE_ENV = "PIPELINE_METADATA_PASSWORD_FILE"
+VERTEX_SCHEME = "vertex"
+
+# Redacted URI -> password, for the URIs this process was given with one.
+_passwords: dict[str, str] = {}
+
+
+def is_vertex(uri: str | None) -> bool:
+    return bool(uri) and urllib.parse.urlparse(str(uri)).scheme == VERTEX_SCHEME
+
+
+def vertex_location(uri: str) -> tuple[str, str]:
+    """(project, region) of a vertex://PROJECT/REGION URI."""
+    parsed = urllib.parse.urlparse(uri)
+    project, region = parsed.netloc, parsed.path.strip("/")
+    if not project or not region or "/" in region:
+        raise MetadataError(f"metadata URI {uri!r}: expected vertex://PROJECT/REGION")
+    return project, region
+
+
+def _parse(uri: str) -> urllib.parse.ParseResult:
+    parsed = urllib.parse.urlparse(uri)
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise MetadataError(f"metadata URI {redact(uri)}: the port is not a number") from None
+    return parsed
+
+
+def _password(uri: str, parsed: urllib.parse.ParseResult) -> str | None:
+    if parsed.password:
+        password = urllib.parse.unquote(parsed.password)
+        _passwords[redact(uri) or ""] = password
+        return password
+    if uri in _passwords:
+        return _passwords[uri]
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if os.environ.get(PASSWORD_FILE_ENV):
+        path = os.environ[PASSWORD_FILE_ENV]
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise MetadataError(f"${PASSWORD_FILE_ENV}: cannot read {path} ({e.strerror})") from None
+    return None
+
+
 def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
     """A ConnectionConfig from a store URI.
 
@@ -32,7 +92,9 @@ def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.C
     if not uri:
         raise MetadataError("no metadata store given")
     config = metadata_store_pb2.ConnectionConfig()
-    parsed = urllib.parse.urlparse(uri)
+    parsed = _parse(uri)
+    if parsed.scheme == VERTEX_SCHEME:
+        raise MetadataError(f"{uri} is Vertex ML Metadata, not an ML Metadata connection")
     if parsed.scheme in ("postgresql", "postgres", "mysql"):
         if not parsed.hostname or not parsed.path.strip("/"):
             raise MetadataError(f"metadata URI needs a host and a database: {redact(uri)}")
@@ -45,11 +107,12 @@ def connection_config(uri: str, read_only: bool = False) -> metadata_store_pb2.C
             db.host, db.dbname = parsed.hostname, parsed.path.strip("/")
             db.port = str(parsed.port or 5432)
         db.user = urllib.parse.unquote(parsed.username or "")
-        if parsed.password:
-            db.password = urllib.parse.unquote(parsed.password)
+        password = _password(uri, parsed)
+        if password:
+            db.password = password
         return config
     if parsed.scheme not in ("", "sqlite"):
-        raise MetadataError(f"unsupported metadata store {parsed.scheme!r}: use a SQLite path or mysql://")
+        raise MetadataError(f"unsupported metadata store {parsed.scheme!r}: use a SQLite path, mysql:// or vertex://")
     path = parsed.path if parsed.scheme == "sqlite" else uri
     config.sqlite.filename_uri = path
     config.sqlite.connection_mode = (
@@ -66,7 +129,7 @@ def redact(uri: str | None) -> str | None:
         return uri
     parsed = urllib.parse.urlparse(uri)
     if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        netloc = parsed.netloc.replace(f":{parsed.password}@", "@")
         return parsed._replace(netloc=netloc).geturl()
     return uri
 

@@ -1,0 +1,209 @@
+"""Cross-run inputs, resolved inside the components that use them, the same on every runner.
+
+TFX's Vertex compiler (KubeflowV2, TFX 1.16) compiles only TFX's two built-in resolver
+strategies, and those query the whole region's store. So the training window, the warm-start
+model, the newest tuning and the evaluation baseline are not resolver nodes: the executors
+below add them to their inputs at run time, from the facts in `pipeline/lineage.py`, read
+through the store's backend (`pipeline/metadata_backends.py`: ML Metadata locally, Vertex ML
+Metadata in production), scoped to this pipeline's name. The data gate finds its drift
+reference the same way (pipeline/gate.py).
+
+What each one resolved is recorded on its outputs (lineage.WINDOW, WARM_START_FROM,
+HYPERPARAMETERS_FROM; TFX's Evaluator records the baseline on the blessing), so `lineage`
+answers on both stores which spans trained a model, what it warm-started from and what it
+was compared with.
+
+Each component receives `lineage`, a JSON {"store": URI without secret, "pipeline": name}
+(metadata_backends.scope): Transform and the Trainer in custom_config, the Evaluator and the
+gate as an execution property.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from tfx import types
+from tfx.components.evaluator import component as evaluator_component
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.components.trainer import executor as trainer_executor
+from tfx.components.transform import executor as transform_executor
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import json_utils
+
+from pipeline import lineage
+from pipeline.metadata_backends import backend_for_scope
+
+logger = logging.getLogger(__name__)
+
+LINEAGE_KEY = "lineage"  # the scope, in custom_config or as an execution property
+WINDOW_KEY = "train_window_spans"  # Transform's custom_config: the window, in spans
+
+
+def load_graph(scope: str) -> lineage.Graph:
+    return backend_for_scope(scope).load()
+
+
+def tfx_artifact(artifact: lineage.Artifact, cls: type[types.Artifact]) -> types.Artifact:
+    """A TFX artifact for a recorded one: its URI and properties (declared ones as properties,
+    the rest as custom properties), as the executor would have received it as an input."""
+    result = cls()
+    result.uri = artifact.uri
+    declared = result.artifact_type.properties
+    for name, value in artifact.props.items():
+        if value is None:
+            continue
+        if name in declared:
+            setattr(result, name, int(value) if declared[name] == 1 else value)  # 1: INT
+        elif isinstance(value, bool) or isinstance(value, int):
+            result.set_int_custom_property(name, int(value))
+        elif isinstance(value, float):
+            result.set_float_custom_property(name, value)
+        else:
+            result.set_string_custom_property(name, value if isinstance(value, str) else json.dumps(value))
+    return result
+
+
+def _recorded(g: lineage.Graph, artifact: types.Artifact, type_name: str) -> lineage.Artifact:
+    found = g.by_uri(artifact.uri, type_name)
+    if not found:
+        raise RuntimeError(f"{type_name} at {artifact.uri} is not recorded in pipeline {g.pipeline}'s metadata")
+    return found[-1]
+
+
+def _custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+
+
+# --- Transform: the training window -------------------------------------------------------------
+
+
+def _merge_replicas(original: types.Artifact, replicas: list[types.Artifact]) -> None:
+    """TFX's Transform writes one transformed_examples artifact per input Examples artifact
+    (under <uri>/<i>/); Vertex AI Pipelines carries one artifact per output. Their files are
+    moved into the original artifact's split folders, so one artifact holds the window."""
+    splits = artifact_utils.decode_split_names(replicas[0].split_names)
+    for i, replica in enumerate(replicas):
+        for split in splits:
+            source = os.path.join(replica.uri, f"Split-{split}")
+            target = os.path.join(original.uri, f"Split-{split}")
+            fileio.makedirs(target)
+            for name in fileio.listdir(source):
+                fileio.rename(os.path.join(source, name), os.path.join(target, f"window{i}-{name}"), overwrite=True)
+        fileio.rmtree(replica.uri)
+    original.split_names = replicas[0].split_names
+
+
+class TransformExecutor(transform_executor.Executor):
+    """Transform over the training window: this run's span (it passed the gate) and the passed
+    copies of the newest older spans."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        config = _custom_config(exec_properties)
+        g = load_graph(config[LINEAGE_KEY])
+        current = _recorded(g, input_dict[standard_component_specs.EXAMPLES_KEY][0], "Examples")
+        window = lineage.training_window(g, current, int(config.get(WINDOW_KEY, 1)))
+        logger.info("training window: spans %s", [lineage.span_of(a) for a in window])
+        input_dict[standard_component_specs.EXAMPLES_KEY] = [input_dict[standard_component_specs.EXAMPLES_KEY][0]] + [
+            tfx_artifact(a, standard_artifacts.Examples) for a in window[1:]
+        ]
+        original = output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY][0]
+        super().Do(input_dict, output_dict, exec_properties)
+        replicas = output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]
+        if len(replicas) > 1:
+            _merge_replicas(original, replicas)
+            output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY] = [original]
+        uris = json.dumps([a.uri for a in window])
+        for key in (standard_component_specs.TRANSFORMED_EXAMPLES_KEY, standard_component_specs.TRANSFORM_GRAPH_KEY):
+            for artifact in output_dict.get(key, []):
+                artifact.set_string_custom_property(lineage.WINDOW, uris)
+
+
+# --- Trainer: warm start and the newest tuning ---------------------------------------------------
+
+
+class ResolvingTrainer:
+    """Mixed into a Trainer executor (local, or TFX's Vertex Training one): adds the warm-start
+    model and, without a Tuner in this run, the newest tuning to the inputs, then records them
+    and the window on the model."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        config = _custom_config(exec_properties)
+        g = load_graph(config[LINEAGE_KEY])
+        transformed = input_dict[standard_component_specs.EXAMPLES_KEY][0]
+        window = str(transformed.get_custom_property(lineage.WINDOW) or "[]")
+        spans = [lineage.span_of(a) for a in lineage.examples_by_uri(g, json.loads(window))]
+        base = lineage.warm_start_model(g, max(spans)) if spans else None
+        if base is not None:
+            input_dict[standard_component_specs.BASE_MODEL_KEY] = [tfx_artifact(base, standard_artifacts.Model)]
+        if not input_dict.get(standard_component_specs.HYPERPARAMETERS_KEY):
+            tuning = lineage.latest_tuning(g)
+            if tuning is not None:
+                input_dict[standard_component_specs.HYPERPARAMETERS_KEY] = [
+                    tfx_artifact(tuning, standard_artifacts.HyperParameters)
+                ]
+        tuned = input_dict.get(standard_component_specs.HYPERPARAMETERS_KEY) or []
+        logger.info("warm start from %s; hyperparameters from %s", base.uri if base else None, tuned[0].uri if tuned else None)
+        super().Do(input_dict, output_dict, exec_properties)  # type: ignore[misc]
+        for model in output_dict[standard_component_specs.MODEL_KEY]:
+            model.set_string_custom_property(lineage.WINDOW, window)
+            model.set_string_custom_property(lineage.WARM_START_FROM, base.uri if base else "")
+            model.set_string_custom_property(lineage.HYPERPARAMETERS_FROM, tuned[0].uri if tuned else "")
+
+
+class TrainerExecutor(ResolvingTrainer, trainer_executor.GenericExecutor):
+    """The Trainer in the pipeline's own process (local runs)."""
+
+
+# --- Evaluator: the baseline ------------------------------------------------------------------
+
+
+class EvaluatorExecutor(evaluator_executor.Executor):
+    """TFX's Evaluator with the baseline resolved here: the most recently blessed model of this
+    pipeline other than the candidate. TFX records it on the blessing (baseline_model)."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        g = load_graph(exec_properties[LINEAGE_KEY])
+        candidate = input_dict[standard_component_specs.MODEL_KEY][0]
+        baseline = lineage.baseline_model(g, candidate.uri)
+        logger.info("baseline: %s", baseline.uri if baseline else None)
+        input_dict[standard_component_specs.BASELINE_MODEL_KEY] = (
+            [tfx_artifact(baseline, standard_artifacts.Model)] if baseline else []
+        )
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class EvaluatorSpec(standard_component_specs.EvaluatorSpec):
+    PARAMETERS = {**standard_component_specs.EvaluatorSpec.PARAMETERS, LINEAGE_KEY: ExecutionParameter(type=str)}
+
+
+class Evaluator(evaluator_component.Evaluator):
+    """TFX's Evaluator, resolving its baseline itself (EvaluatorExecutor)."""
+
+    SPEC_CLASS = EvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(EvaluatorExecutor)
+
+    def __init__(self, lineage_scope: str, examples: types.BaseChannel, model: types.BaseChannel, eval_config: Any):
+        # TFX's Evaluator.__init__ builds its own spec class; this is the same spec (as TFX
+        # builds it for these arguments) with the lineage scope added.
+        spec = EvaluatorSpec(
+            examples=examples,
+            model=model,
+            baseline_model=None,
+            feature_slicing_spec=None,
+            fairness_indicator_thresholds=json_utils.dumps(None),
+            example_splits=json_utils.dumps(None),
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            eval_config=eval_config,
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            schema=None,
+            module_file=None,
+            module_path=None,
+            **{LINEAGE_KEY: lineage_scope},
+        )
+        base_component.BaseComponent.__init__(self, spec=spec)
