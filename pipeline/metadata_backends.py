@@ -148,7 +148,9 @@ class MlmdBackend:
             ],
             [Artifact(str(a.id), a.type, a.uri, _mlmd_props(a), a.create_time_since_epoch, a.id) for a in artifacts],
             [
-                Event(str(e.execution_id), str(e.artifact_id), e.type in _MLMD_OUTPUTS, e.path.steps[0].key if e.path.steps else "")
+                Event(
+                    str(e.execution_id), str(e.artifact_id), e.type in _MLMD_OUTPUTS, e.path.steps[0].key if e.path.steps else ""
+                )
                 for e in events
                 if e.type in _MLMD_OUTPUTS or e.type in _MLMD_INPUTS
             ],

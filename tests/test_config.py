@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import runner
-from helpers import EXPECTED_EDGES, EXPECTED_EDGES_CONTINUOUS, ROOT, SCHEMA_PATH
+from helpers import EXPECTED_EDGES, ROOT, SCHEMA_PATH
 from modules import code
 from modules.hparams import HParams
 from pipeline import configs
@@ -141,13 +141,27 @@ def pipeline_edges(pipeline) -> dict[str, set[str]]:
 
 
 def test_pipeline_wiring(tmp_path):
-    assert pipeline_edges(P.create_pipeline(cfg(tmp_path))) == EXPECTED_EDGES_CONTINUOUS
-    assert pipeline_edges(P.create_pipeline(cfg(tmp_path, continuous_training=False))) == EXPECTED_EDGES
-    # --tune: the Tuner, on Transform's outputs, replaces the resolver of earlier tunings.
-    tuned = {k: v for k, v in EXPECTED_EDGES_CONTINUOUS.items() if k != P.HPARAMS_RESOLVER}
-    tuned[P.TUNER] = {P.TRANSFORM, P.SCHEMA_IMPORTER}
-    tuned[P.TRAINER] = {P.TRANSFORM, P.SCHEMA_IMPORTER, P.WARM_START_RESOLVER, P.TUNER}
+    assert pipeline_edges(P.create_pipeline(cfg(tmp_path))) == EXPECTED_EDGES
+    # --tune: the Tuner, on Transform's outputs, feeds the Trainer.
+    tuned = {**EXPECTED_EDGES, P.TUNER: {P.TRANSFORM, P.SCHEMA_IMPORTER}}
+    tuned[P.TRAINER] = {P.TRANSFORM, P.SCHEMA_IMPORTER, P.TUNER}
     assert pipeline_edges(P.create_pipeline(cfg(tmp_path, tune_trials=4))) == tuned
+
+
+def test_cross_run_inputs_are_resolved_in_this_pipelines_store(tmp_path):
+    """Transform, the Trainer, the Evaluator and the gate are told the store (never its
+    password) and the pipeline name that scopes every resolution."""
+    pipeline = P.create_pipeline(
+        cfg(tmp_path, metadata_uri="mysql://mlmd:s3cret@db:3306/mlmd", pipeline_name="other", train_window_spans=4)
+    )
+    expected = {"store": "mysql://mlmd@db:3306/mlmd", "pipeline": "other"}
+    by_id = {c.id: c for c in pipeline.components}
+    assert json.loads(_custom_config(pipeline, P.TRANSFORM)["lineage"]) == expected
+    assert _custom_config(pipeline, P.TRANSFORM)["train_window_spans"] == 4
+    assert json.loads(_custom_config(pipeline, P.TRAINER)["lineage"]) == expected
+    for component in (P.EVALUATOR, P.DATA_GATE):
+        assert json.loads(by_id[component].exec_properties["lineage"]) == expected
+    assert "s3cret" not in json.dumps({c.id: str(c.exec_properties) for c in pipeline.components})
 
 
 def _custom_config(pipeline, component_id: str) -> dict:

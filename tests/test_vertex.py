@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import runner
-from helpers import EXPECTED_EDGES_VERTEX, ROOT
+from helpers import EXPECTED_EDGES, ROOT
 from modules import code
 from pipeline import pipeline as P
 from pipeline.configs import ConfigError
@@ -51,11 +51,6 @@ def compiled(tmp_path_factory):
     return path, job, spec
 
 
-def component_of(task_name: str) -> str:
-    # The KubeflowV2 compiler expands the baseline resolver into two tasks.
-    return P.BASELINE_RESOLVER if task_name.startswith(P.BASELINE_RESOLVER + "-") else task_name
-
-
 def executor(spec, task: str):
     name = spec.root.dag.tasks[task].component_ref.name
     return spec.deployment_spec["executors"][spec.components[name].executor_label]
@@ -72,16 +67,15 @@ def test_tasks_and_edges_are_the_local_pipelines(compiled):
     _, _, spec = compiled
     edges: dict[str, set[str]] = {}
     for name, task in spec.root.dag.tasks.items():
-        deps = {component_of(d) for d in task.dependent_tasks} - {component_of(name)}
-        edges.setdefault(component_of(name), set()).update(deps)
-    assert edges == EXPECTED_EDGES_VERTEX
+        edges.setdefault(name, set()).update(set(task.dependent_tasks) - {name})
+    assert edges == EXPECTED_EDGES
 
 
 def test_every_container_runs_the_configured_image(compiled):
     _, _, spec = compiled
     images = {name: e["container"]["image"] for name, e in spec.deployment_spec["executors"].items() if "container" in e}
-    # All but the resolvers (the baseline's and the tuning's), which have no container.
-    assert len(images) == len(EXPECTED_EDGES_VERTEX) - 2
+    # One topology: no resolver task, every task a container of the image.
+    assert len(images) == len(EXPECTED_EDGES)
     assert set(images.values()) == {SETTINGS["image"]}
 
 
@@ -106,7 +100,8 @@ def test_dataflow_args_reach_every_beam_component(compiled):
 def test_trainer_runs_on_vertex_training(compiled):
     _, _, spec = compiled
     args = list(executor(spec, P.TRAINER)["container"]["args"])
-    assert args[args.index("--executor_class_path") + 1].startswith("tfx.extensions.google_cloud_ai_platform.trainer")
+    # TFX's Vertex Training executor, resolving its inputs first (pipeline/vertex_trainer.py).
+    assert args[args.index("--executor_class_path") + 1] == "pipeline.vertex_trainer.Executor"
     config = custom_config(spec, P.TRAINER)
     assert config["ai_platform_enable_vertex"] is True
     assert config["ai_platform_vertex_region"] == "europe-west4"
@@ -128,20 +123,33 @@ def task_parameter(spec, task: str, name: str) -> str:
     return value.constant_value.string_value if value.HasField("constant_value") else value.constant.string_value
 
 
-def test_without_tuning_the_trainer_takes_the_newest_tuning_from_metadata(compiled):
+def test_cross_run_inputs_are_resolved_by_the_components_in_this_pipelines_vertex_store(compiled):
+    """No resolver task queries the region's whole store: Transform, the Trainer, the Evaluator
+    and the gate resolve the window, warm start, tuning, baseline and drift reference in Vertex
+    ML Metadata, scoped to this pipeline's name."""
     _, job, spec = compiled
-    assert P.TUNER not in spec.root.dag.tasks
-    trainer_inputs = spec.root.dag.tasks[P.TRAINER].inputs.artifacts
-    assert trainer_inputs["hyperparameters"].task_output_artifact.producer_task == P.HPARAMS_RESOLVER
-    (query,) = executor(spec, P.HPARAMS_RESOLVER)["resolver"]["outputArtifactQueries"].values()
-    assert query["filter"] == 'schema_title="tfx.HyperParameters" AND state=LIVE'
+    assert not [e for e in spec.deployment_spec["executors"].values() if "resolver" in e]
+    assert "hyperparameters" not in spec.root.dag.tasks[P.TRAINER].inputs.artifacts
+    scope = {"store": "vertex://my-project/europe-west4", "pipeline": "taxi-big-tipper"}
+    assert json.loads(custom_config(spec, P.TRANSFORM)["lineage"]) == scope
+    assert json.loads(custom_config(spec, P.TRAINER)["lineage"]) == scope
+    for task in (P.EVALUATOR, P.DATA_GATE):
+        assert json.loads(task_parameter(spec, task, "lineage")) == scope
+    classes = {
+        task: (lambda a: a[a.index("--executor_class_path") + 1])(list(executor(spec, task)["container"]["args"]))
+        for task in (P.TRANSFORM, P.TRAINER, P.EVALUATOR)
+    }
+    assert classes == {
+        P.TRANSFORM: "pipeline.resolution.TransformExecutor",
+        P.TRAINER: "pipeline.vertex_trainer.Executor",
+        P.EVALUATOR: "pipeline.resolution.EvaluatorExecutor",
+    }
 
 
 def test_tuning_runs_parallel_trials_on_vertex_training_chosen_by_vizier(tmp_path):
     settings = {**SETTINGS, "tune_trials": 8, "tune_parallel_trials": 3}
     job = json.loads(pathlib.Path(vertex.compile_pipeline(vertex.VertexConfig(**settings), str(tmp_path / "t.json"))).read_text())
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
-    assert P.HPARAMS_RESOLVER not in spec.root.dag.tasks
     args = list(executor(spec, P.TUNER)["container"]["args"])
     assert args[args.index("--executor_class_path") + 1] == "tfx.extensions.google_cloud_ai_platform.tuner.executor.Executor"
     assert json.loads(task_parameter(spec, P.TUNER, "tune_args")) == {"num_parallel_trials": 3}

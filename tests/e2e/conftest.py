@@ -37,12 +37,11 @@ import tempfile
 import time
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 
 from helpers import DATA_CSV, ROOT, SCHEMA_PATH, bad_rows, drifted, free_port, snapshot, span_rows, write_span
 from modules.hparams import HParams
-from ops import queries, store
-from pipeline import configs, lineage
+from ops import queries
+from pipeline import configs, lineage, stores
 from pipeline import pipeline as P
 from pipeline.validation import DataValidationError
 from runners import local
@@ -73,7 +72,7 @@ class Step:
     extra: dict = dataclasses.field(default_factory=dict)
 
     def metadata(self) -> queries.Metadata:
-        return queries.Metadata(store.open_store(self.store), self.cfg.pipeline_name)
+        return queries.open_metadata(self.store, self.cfg.pipeline_name)
 
 
 class Story:
@@ -220,10 +219,12 @@ def wait_for_training(cfg: configs.PipelineConfig, proc: subprocess.Popen, timeo
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the run ended before training: {proc.stderr.read()[-3000:]}")
-        db = store.open_store(cfg.metadata_uri)
-        md = queries.Metadata(db, cfg.pipeline_name)
-        for e in db.get_executions():
-            if e.last_known_state == metadata_store_pb2.Execution.RUNNING and md.component_of(e.id) == P.TRAINER:
+        try:
+            g = queries.open_metadata(cfg.metadata_uri, cfg.pipeline_name).graph
+        except stores.MetadataError:
+            g = lineage.Graph(cfg.pipeline_name, [], [], [], [])
+        for e in g.executions.values():
+            if e.state == lineage.RUNNING and e.component == P.TRAINER:
                 # Output artifacts are recorded when the execution is published; until then,
                 # TFX's layout says where the TensorBoard logs go: <root>/trainer/model_run/<id>.
                 if os.path.isdir(os.path.join(cfg.pipeline_root, P.TRAINER, "model_run", str(e.id), "train")):
@@ -283,7 +284,7 @@ def clone(tmp_path):
         out.mkdir()
         shutil.copy(step.store, out / "metadata.sqlite")
         # The serving folder as it was after the step: the versions its store had pushed.
-        pushed = {lineage.pushed_version(a) for a in lineage.pushed_models(store.open_store(step.store), step.cfg.pipeline_name)}
+        pushed = {lineage.pushed_version(a) for a in step.metadata().pushed_models()}
         for version in pushed:
             shutil.copytree(os.path.join(step.cfg.serving_model_dir, version), out / "serving" / version)
         return step.cfg.replace(metadata_uri=str(out / "metadata.sqlite"), serving_model_dir=str(out / "serving"))

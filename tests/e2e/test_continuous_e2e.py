@@ -10,12 +10,11 @@ import re
 
 import pytest
 import tensorflow as tf
-from ml_metadata.proto import metadata_store_pb2
 
 from helpers import DATA_CSV, changed_records, snapshot, span_rows
 from modules.trainer import TRAINING_RECORD
 from ops import report as html_report
-from ops.queries import Metadata, RunInfo, prop
+from ops.queries import open_metadata, prop
 from pipeline import gate, lineage
 from pipeline import pipeline as P
 from serving.model_store import ModelStore
@@ -24,11 +23,6 @@ from serving.model_store import ModelStore
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("story")]
 
 AFTER_GATE = {P.TRANSFORM, P.TRAINER, P.EVALUATOR, P.PUSHER}
-
-
-def inputs_of(md: Metadata, run: RunInfo, component: str) -> dict[str, list]:
-    execution_id = run.components[component].execution_id
-    return md._events_by_execution([execution_id], lineage.INPUT_EVENTS).get(execution_id, {})
 
 
 def version_of(summary: dict) -> str:
@@ -61,17 +55,19 @@ def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(s
     md = s3_span2.metadata()
     run = md.latest_run()
     assert s3_span2.summary["status"] == "complete"
-    # ExampleGen ingested only the new span; Transform read spans 1 and 2.
+    # ExampleGen ingested only the new span; Transform read spans 1 and 2 (the window it
+    # resolved, recorded on its outputs), warm start and the Evaluator's baseline were span
+    # 1's model, the one being served, and the gate measured drift against span 1.
     assert lineage.span_of(run.output(P.EXAMPLE_GEN, "examples")) == 2
-    assert sorted(lineage.span_of(e) for e in inputs_of(md, run, P.TRANSFORM)["examples"]) == [1, 2]
-    # Warm start and the Evaluator's baseline: span 1's model, the one being served.
     first_model = md.model_of(md.resolve(version_of(s1_first.summary)))
-    assert [m.id for m in inputs_of(md, run, P.TRAINER)["base_model"]] == [first_model.id]
+    facts = lineage.model_facts(md.graph, run.output(P.TRAINER, "model"))
+    assert facts["spans"] == [1, 2] and facts["warm_start_spans"] == [1] and facts["baseline_spans"] == [1]
+    assert facts["warm_started_from"] == facts["baseline"] == first_model.ref
+    assert facts["drift_reference_span"] == 1
     record = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())
     assert record["warm_start"]["applied"] is True and record["warm_start"]["base_model"].startswith(first_model.uri)
-    assert [m.id for m in lineage.warm_start_ancestry(md.store, run.output(P.TRAINER, "model"))] == [first_model.id]
-    assert [m.id for m in inputs_of(md, run, P.EVALUATOR)["baseline_model"]] == [first_model.id]
-    # The gate measured drift against span 1, and its result has a type of its own.
+    assert [m.ref for m in lineage.warm_start_ancestry(md.graph, run.output(P.TRAINER, "model"))] == [first_model.ref]
+    # The gate's result has a type of its own and says what it measured.
     result_artifact = run.output(P.DATA_GATE, "result")
     assert result_artifact.type == lineage.GATE_RESULT_TYPE
     result = gate.read_result(result_artifact.uri)
@@ -128,15 +124,8 @@ def test_what_is_wrong_with_the_files_is_named_before_tfdv_speaks(s5_bad_files):
 
 
 def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, s6_removed):
-    resolvers = {
-        P.SPAN_WINDOW_RESOLVER,
-        P.WARM_START_RESOLVER,
-        P.DRIFT_REFERENCE_RESOLVER,
-        P.BASELINE_RESOLVER,
-        P.HPARAMS_RESOLVER,
-    }
     for component, state in s6_removed.summary["components"].items():
-        assert state == ("ran" if component in resolvers else "cached"), component
+        assert state == "cached", component
     assert s6_removed.summary["pushed_model"] == s3_span2.summary["pushed_model"]
 
 
@@ -170,17 +159,16 @@ def test_no_model_ever_trains_on_a_rejected_copy_of_a_span(s3_span2, s7_redelive
     md = s9_span3.metadata()
     rejected_copy = s7_redelivered.metadata().latest_run().output(P.EXAMPLE_GEN, "examples")
     passed_copy = s3_span2.metadata().latest_run().output(P.EXAMPLE_GEN, "examples")
-    assert lineage.span_of(rejected_copy) == lineage.span_of(passed_copy) == 2 and rejected_copy.id != passed_copy.id
-    rejected_ids = {rejected_copy.id}
-    for model in lineage.pipeline_artifacts(md.store, s9_span3.cfg.pipeline_name, "Model"):
-        trained_on = {a.id for a in lineage.examples_trained_on(md.store, model)}
-        assert not trained_on & rejected_ids, model.id
-    run = md.latest_run()
-    window = inputs_of(md, run, P.TRANSFORM)["examples"]
-    assert sorted(lineage.span_of(e) for e in window) == [1, 2, 3]
-    assert passed_copy.id in {e.id for e in window} and rejected_copy.id not in {e.id for e in window}
+    assert lineage.span_of(rejected_copy) == lineage.span_of(passed_copy) == 2 and rejected_copy.ref != passed_copy.ref
+    for model in md.graph.of_type("Model"):
+        trained_on = {a.ref for a in lineage.examples_trained_on(md.graph, model)}
+        assert rejected_copy.ref not in trained_on, model.ref
+    facts = lineage.model_facts(md.graph, md.latest_run().output(P.TRAINER, "model"))
+    assert facts["spans"] == [1, 2, 3]
+    assert passed_copy.ref in facts["examples"] and rejected_copy.ref not in facts["examples"]
     # Drift was measured against span 2's passed copy.
-    assert gate.read_result(run.output(P.DATA_GATE, "result").uri)["reference_span"] == 2
+    assert facts["drift_reference_span"] == 2
+    assert gate.read_result(md.latest_run().output(P.DATA_GATE, "result").uri)["reference_span"] == 2
 
 
 def test_a_run_killed_while_training_completes_on_rerun_and_a_concurrent_run_is_refused(s9_span3):
@@ -194,9 +182,8 @@ def test_a_run_killed_while_training_completes_on_rerun_and_a_concurrent_run_is_
         assert summary["components"][component] == "cached", component
     assert summary["components"][P.TRAINER] == "ran"
     md = s9_span3.metadata()
-    [killed] = md.store.get_executions_by_id([s9_span3.extra["killed_execution"]])
-    assert killed.last_known_state == metadata_store_pb2.Execution.CANCELED
-    assert not [e for e in md.store.get_executions() if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+    assert md.graph.executions[str(s9_span3.extra["killed_execution"])].state == lineage.CANCELED
+    assert not [e for e in md.graph.executions.values() if e.state == lineage.RUNNING]
     assert [r.status for r in md.runs()[:2]] == ["complete", "interrupted"]
     assert not any(changed_records(s9_span3.before, snapshot(s9_span3.cfg.replace(metadata_uri=s9_span3.store))).values())
 
@@ -221,9 +208,10 @@ def test_accepted_anomalies_let_the_run_train_and_are_on_record(s10_accepted):
     assert summary["status"] == "complete" and summary["components"][P.TRAINER] == "ran"
     md = s10_accepted.metadata()
     run = md.latest_run()
-    gate_execution = md.execution(run.components[P.DATA_GATE].execution_id)
+    gate_execution = md.graph.executions[str(run.components[P.DATA_GATE].execution_id)]
     assert json.loads(prop(gate_execution, "accept")) == sorted(s10_accepted.cfg.accept_anomalies)
     assert prop(run.output(P.DATA_GATE, "result"), "accepted_anomalies") == 4  # 2 features x 2 splits
+    assert run.accepted_anomalies == 4
     assert not any(
         changed_records(s10_accepted.before, snapshot(s10_accepted.cfg.replace(metadata_uri=s10_accepted.store))).values()
     )
@@ -236,8 +224,8 @@ def test_a_worse_candidate_is_not_blessed_or_pushed(s9_span3, s10_accepted):
     md = s10_accepted.metadata()
     pushed = md.latest_run().output(P.PUSHER, "pushed_model")
     assert pushed is None or not prop(pushed, "pushed")
-    served_before = lineage.pushed_models(s9_span3.metadata().store, s9_span3.cfg.pipeline_name)[0]
-    assert lineage.pushed_models(md.store, s10_accepted.cfg.pipeline_name)[0].id == served_before.id
+    served_before = s9_span3.metadata().served()
+    assert md.served().ref == served_before.ref
     assert snapshot(s10_accepted.cfg)["served"] == s10_accepted.before["served"]
 
 
@@ -251,18 +239,18 @@ def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, c
     assert before[-1] == int(second)
 
     code, _, err = cli("rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--to", "123")
-    assert code == 2 and "no such version" in err
+    assert code == 2 and "no such pushed version" in err
     assert lineage.serving_versions(cfg.serving_model_dir) == before
 
     code, out, err = cli("rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--json")
     assert code == 0, err
     done = json.loads(out)
-    assert done["served_before"] == int(second) and done["rolled_back_to"] == int(first)
-    assert lineage.serving_versions(cfg.serving_model_dir) == [*before, done["new_version"]]
+    assert done["served_before"] == second and done["rolled_back_to"] == first
+    assert lineage.serving_versions(cfg.serving_model_dir) == [*before, int(done["new_version"])]
     # What a server loads now is the first model, byte for byte.
     served = ModelStore(cfg.serving_model_dir)
     served.refresh()
-    assert served.current.version == done["new_version"]
+    assert served.current.version == int(done["new_version"])
     for name in ("saved_model.pb", "variables/variables.index"):
         with open(os.path.join(cfg.serving_model_dir, first, name), "rb") as a, open(os.path.join(done["path"], name), "rb") as b:
             assert a.read() == b.read()
@@ -270,40 +258,26 @@ def test_rollback_serves_the_earlier_model_and_is_recorded(s1_first, s3_span2, c
     # Recorded: `runs` lists it, `lineage` leads from the new version to the first model.
     code, out, _ = cli("runs", "--metadata", cfg.metadata_uri, "--json")
     newest = json.loads(out)[0]
-    assert newest["run_id"].startswith("rollback-") and newest["components"] == {"rollback": "ran"}
-    assert newest["pushed_version"] == str(done["new_version"])
-    md = Metadata(md_store(cfg.metadata_uri), cfg.pipeline_name)
+    assert newest["run_id"] == done["run_id"] and newest["run_id"].startswith("rollback-")
+    assert newest["components"] == {"rollback": "ran"} and newest["pushed_version"] == done["new_version"]
+    md = open_metadata(cfg.metadata_uri, cfg.pipeline_name)
+    assert lineage.pushed_version(md.served()) == done["new_version"]
     first_model = md.model_of(md.resolve(first))
-    assert md.model_of(md.resolve(str(done["new_version"]))).id == first_model.id
-    code, out, _ = cli("lineage", "--metadata", cfg.metadata_uri, str(done["new_version"]), "--json")
+    assert md.model_of(md.resolve(done["new_version"])).ref == first_model.ref
+    code, out, _ = cli("lineage", "--metadata", cfg.metadata_uri, done["new_version"], "--json")
     assert f'"id": {first_model.id}' in out
     # The rolled-back model was trained on what the first model was trained on.
-    rolled_back = md.model_of(md.resolve(str(done["new_version"])))
-    assert [a.id for a in lineage.examples_trained_on(md.store, rolled_back)] == [
-        a.id for a in lineage.examples_trained_on(md.store, first_model)
-    ]
+    rolled_back = md.graph.of_type("Model")[-1]
+    assert lineage.original_model(md.graph, rolled_back).ref == first_model.ref
+    assert lineage.examples_trained_on(md.graph, rolled_back) == lineage.examples_trained_on(md.graph, first_model)
 
     # The next candidate is judged against the rolled-back model, not the one rolled back.
-    from tfx.types import artifact_utils
+    baseline = lineage.baseline_model(md.graph, candidate_uri="a new candidate")
+    assert baseline.uri == first_model.uri
 
-    from pipeline.resolvers import BaselineModelStrategy
-
-    def tfx_artifacts(type_name):
-        return [
-            artifact_utils.deserialize_artifact(md.store.get_artifact_type(type_name), a)
-            for a in md.store.get_artifacts_by_type(type_name)
-        ]
-
-    resolved = BaselineModelStrategy().resolve_artifacts(
-        md.store, {"candidate": [], "model": tfx_artifacts("Model"), "model_blessing": tfx_artifacts("ModelBlessing")}
-    )
-    assert resolved["model"][0].uri == first_model.uri
-
-
-def md_store(uri: str):
-    from pipeline.stores import open_store
-
-    return open_store(uri)
+    # Rolled back again, with one version left to go back to: the second model.
+    code, out, err = cli("rollback", "--metadata", cfg.metadata_uri, "--model-dir", cfg.serving_model_dir, "--json")
+    assert code == 0 and json.loads(out)["rolled_back_to"] == second, err
 
 
 def test_validate_reports_skew_per_feature(s3_span2, cli, tmp_path):

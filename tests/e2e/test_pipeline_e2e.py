@@ -9,7 +9,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from ml_metadata.proto import metadata_store_pb2
 from sklearn.metrics import roc_auc_score
 
 from helpers import UNSEEN_START, dense_columns, read_rows, to_example
@@ -29,18 +28,11 @@ ALL_COMPONENTS = {
     P.SCHEMA_IMPORTER,
     P.EXAMPLE_VALIDATOR,
     P.DATA_GATE,
-    P.SPAN_WINDOW_RESOLVER,
-    P.WARM_START_RESOLVER,
-    P.DRIFT_REFERENCE_RESOLVER,
     P.TRANSFORM,
-    P.HPARAMS_RESOLVER,
     P.TRAINER,
-    P.BASELINE_RESOLVER,
     P.EVALUATOR,
     P.PUSHER,
 }
-# Resolvers query ML Metadata on every run; they have no cache to hit.
-RESOLVERS = {P.SPAN_WINDOW_RESOLVER, P.WARM_START_RESOLVER, P.DRIFT_REFERENCE_RESOLVER, P.BASELINE_RESOLVER, P.HPARAMS_RESOLVER}
 
 
 def test_first_run_runs_every_component_blesses_and_pushes_version_one(s1_first):
@@ -51,7 +43,7 @@ def test_first_run_runs_every_component_blesses_and_pushes_version_one(s1_first)
     assert summary["metrics"]["auc"] >= 0.85
     assert 700 < summary["metrics"]["example_count"] < 1300  # the eval third of 3,000 rows
     assert os.path.dirname(summary["pushed_model"]) == s1_first.cfg.serving_model_dir
-    [pushed] = lineage.pushed_models(s1_first.metadata().store, s1_first.cfg.pipeline_name)
+    [pushed] = s1_first.metadata().pushed_models()
     assert lineage.pushed_version(pushed) == os.path.basename(summary["pushed_model"])
 
 
@@ -81,7 +73,7 @@ def test_metadata_records_executions_and_lineage_inputs(s1_first):
     md = s1_first.metadata()
     run = md.latest_run()
     assert set(run.components) == ALL_COMPONENTS
-    types = {a.type for a in md.store.get_artifacts()}
+    types = {a.type for a in md.graph.artifacts.values()}
     assert {
         "Examples",
         "ExampleStatistics",
@@ -95,19 +87,15 @@ def test_metadata_records_executions_and_lineage_inputs(s1_first):
         "PushedModel",
     } <= types
     # The trained model's execution consumed the transform graph this run produced.
-    trainer_inputs = [
-        e
-        for e in md.store.get_events_by_execution_ids([run.components[P.TRAINER].execution_id])
-        if e.type == metadata_store_pb2.Event.INPUT
-    ]
-    assert run.output(P.TRANSFORM, "transform_graph").id in {e.artifact_id for e in trainer_inputs}
+    trainer = md.graph.executions[str(run.components[P.TRAINER].execution_id)]
+    assert run.output(P.TRANSFORM, "transform_graph") in md.graph.inputs(trainer)["transform_graph"]
 
 
 def test_unchanged_rerun_is_all_cache_hits_and_pushes_nothing_new(s1_first, s2_rerun):
     first, second = s1_first.summary, s2_rerun.summary
     assert second["run_id"] != first["run_id"]
     for component, state in second["components"].items():
-        assert state == ("ran" if component in RESOLVERS else "cached"), component
+        assert state == "cached", component
     # The same model is not pushed again as a new version.
     assert second["pushed_model"] == first["pushed_model"]
 

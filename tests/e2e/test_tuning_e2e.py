@@ -12,10 +12,9 @@ import tensorflow as tf
 from helpers import SCHEMA_PATH, write_span
 from modules.hparams import HParams, from_tuned
 from modules.trainer import TRAINING_RECORD
-from ops.queries import Metadata
-from pipeline import configs
+from ops.queries import Metadata, open_metadata
+from pipeline import configs, lineage
 from pipeline import pipeline as P
-from pipeline import stores as store
 from runners import local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tuning")]
@@ -39,7 +38,7 @@ def tuned(tmp_path_factory):
     write_span(root / "data", 1)
     cfg = config(root, tune_trials=3)
     local.run(cfg)
-    md = Metadata(store.open_store(cfg.metadata_uri), cfg.pipeline_name)
+    md = open_metadata(cfg.metadata_uri, cfg.pipeline_name)
     return root, cfg, md, md.latest_run()
 
 
@@ -65,15 +64,19 @@ def test_a_later_run_without_tune_trains_with_the_newest_tuning(tuned, cli):
     root, cfg, md, first = tuned
     later = config(root, train_steps=150)  # another budget: the Trainer runs again
     local.run(later)
+    md.refresh()
     run = md.latest_run()
-    assert P.TUNER not in run.components and run.components[P.HPARAMS_RESOLVER].state == "ran"
+    assert P.TUNER not in run.components and run.components[P.TRAINER].state == "ran"
+    # The Trainer resolved the newest tuning itself, and recorded it on its model.
+    tuning = first.output(P.TUNER, "best_hyperparameters")
+    assert run.output(P.TRAINER, "model").props[lineage.HYPERPARAMETERS_FROM] == tuning.uri
     assert record(md, run)["hparams"] == record(md, first)["hparams"] and record(md, run)["tuned"]
     # Lineage: the model's hyperparameters come from the first run's Tuner.
     model = run.output(P.TRAINER, "model")
     code, out, err = cli("lineage", "--metadata", cfg.metadata_uri, str(model.id), "--json")
     assert code == 0, err
     text = json.dumps(json.loads(out))
-    assert '"HyperParameters"' in text and f'"{P.TUNER}' in text
+    assert f'"id": {tuning.id}' in text or f'"{P.TUNER}' in text
     # What compare reads: the hyperparameters the model trained with, and the tuning behind them.
     inputs = md.training_inputs(model)
     assert inputs["tuned_by"] == first.output(P.TUNER, "best_hyperparameters").id
