@@ -283,9 +283,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ops import rollback
+    from ops.queries import open_metadata
     from pipeline.stores import is_vertex
 
-    md = _metadata(args)
+    md = open_metadata(args.metadata, args.pipeline_name, read_only=False)
     try:
         if is_vertex(args.metadata):
             done = rollback.rollback_endpoint(md, args.to)

@@ -64,9 +64,9 @@ def artifact_dict(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def open_metadata(uri: str, pipeline_name: str) -> Metadata:
+def open_metadata(uri: str, pipeline_name: str, read_only: bool = True) -> Metadata:
     """The queries over a store URI (SQLite path, mysql://, vertex://PROJECT/REGION)."""
-    return Metadata(open_backend(uri, pipeline_name))
+    return Metadata(open_backend(uri, pipeline_name, read_only=read_only))
 
 
 # --- Runs ------------------------------------------------------------------------------------
@@ -249,6 +249,13 @@ class Metadata:
         if lineage.window_uris(artifact):
             found["window"] = [artifact_dict(a) for a in lineage.examples_by_uri(g, lineage.window_uris(artifact))]
         if artifact.type == "Model":
+            tunings = (
+                g.by_uri(artifact.get(lineage.HYPERPARAMETERS_FROM), "HyperParameters")
+                if artifact.get(lineage.HYPERPARAMETERS_FROM)
+                else []
+            )
+            if tunings:
+                found["tuned_with"] = artifact_dict(tunings[0])
             warm = lineage.warm_started_from(g, artifact)
             if warm is not None:
                 found["warm_started_from"] = artifact_dict(warm)
@@ -301,13 +308,14 @@ class Metadata:
             "also_produced": [artifact_dict(a) for v in siblings.values() for a in v if a.ref != artifact.ref],
         }
         if artifact.type == "Examples":
-            # What describes these examples: statistics and anomalies computed from them.
+            # What describes these examples: statistics and anomalies computed from them, and the
+            # data gate's verdict (with the span it measured drift against).
             node["described_by"] = [
                 artifact_dict(a)
                 for _, outs in self.consumers(artifact)
                 for v in outs.values()
                 for a in v
-                if a.type in ("ExampleStatistics", "ExampleAnomalies")
+                if a.type in ("ExampleStatistics", "ExampleAnomalies", lineage.GATE_RESULT_TYPE)
             ]
         return node
 

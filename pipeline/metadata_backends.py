@@ -253,6 +253,23 @@ def _vertex_props(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return props
 
 
+# Vertex AI Pipelines records a task's input parameters in its execution's metadata as
+# "input:<name>" (and output parameters as "output:<name>").
+INPUT_PREFIX = "input:"
+
+
+def _execution_props(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    props = {k: _plain(v) for k, v in metadata.items() if ":" not in k}
+    props.update({k[len(INPUT_PREFIX) :]: _plain(v) for k, v in metadata.items() if k.startswith(INPUT_PREFIX)})
+    return props
+
+
+def _metadata(resource: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(type(resource).pb(resource).metadata)
+
+
 def _ms(timestamp: Any) -> int:
     return int(timestamp.timestamp() * 1000) if timestamp else 0
 
@@ -346,7 +363,7 @@ class VertexBackend:
         keys = {}
         for e in events:
             label = dict(e.labels).get(KEY_LABEL)
-            keys[(e.execution, e.artifact, e.type)] = label or (
+            keys[(e.execution, e.artifact, e.type_)] = label or (
                 artifacts[e.artifact].display_name if e.artifact in artifacts else ""
             )
         ordered_artifacts = _ordered(list(artifacts.values()), lambda a: (_ms(a.create_time), _number(a.name)))
@@ -359,7 +376,7 @@ class VertexBackend:
                     e.name,
                     e.display_name,
                     _VERTEX_STATES.get(e.state.name, "unknown"),
-                    {k: _plain(v) for k, v in dict(e.metadata).items()},
+                    _execution_props(_metadata(e)),
                     _ms(e.create_time),
                     _ms(e.update_time),
                     i,
@@ -367,11 +384,11 @@ class VertexBackend:
                 for i, e in enumerate(ordered_executions)
             ],
             [
-                Artifact(a.name, vertex_type(a.schema_title), a.uri, _vertex_props(dict(a.metadata)), _ms(a.create_time), i)
+                Artifact(a.name, vertex_type(a.schema_title), a.uri, _vertex_props(_metadata(a)), _ms(a.create_time), i)
                 for i, a in enumerate(ordered_artifacts)
             ],
             [
-                Event(e.execution, e.artifact, e.type == v1.Event.Type.OUTPUT, keys[(e.execution, e.artifact, e.type)])
+                Event(e.execution, e.artifact, e.type_ == v1.Event.Type.OUTPUT, keys[(e.execution, e.artifact, e.type_)])
                 for e in events
             ],
         )
@@ -403,7 +420,7 @@ class VertexBackend:
             ),
         )
         events = [
-            v1.Event(artifact=a.ref, type=v1.Event.Type.INPUT, labels={KEY_LABEL: key})
+            v1.Event(artifact=a.ref, type_=v1.Event.Type.INPUT, labels={KEY_LABEL: key})
             for key, arts in inputs.items()
             for a in arts
         ]
@@ -423,7 +440,7 @@ class VertexBackend:
                     ),
                 )
                 written.setdefault(key, []).append(created.name)
-                events.append(v1.Event(artifact=created.name, type=v1.Event.Type.OUTPUT, labels={KEY_LABEL: key}))
+                events.append(v1.Event(artifact=created.name, type_=v1.Event.Type.OUTPUT, labels={KEY_LABEL: key}))
         self._call("recording events", self.client.add_execution_events, execution=execution.name, events=events)
         self._call(
             "attributing to the run",

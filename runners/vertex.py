@@ -16,7 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from modules.hparams import HParams
-from pipeline.configs import PIPELINE_NAME, SPAN_PATTERN, ConfigError, PipelineConfig, VertexEndpoint, VertexTraining, _require
+from pipeline.configs import (
+    PIPELINE_NAME,
+    SPAN_PATTERN,
+    ConfigError,
+    EvalThresholds,
+    PipelineConfig,
+    VertexEndpoint,
+    VertexTraining,
+    _require,
+)
 from pipeline.data_checks import read_limits_text
 
 # Where the Dockerfile puts the repository inside the pipeline image.
@@ -113,6 +122,10 @@ class VertexConfig:
     tune_trials: int = 0
     tune_parallel_trials: int = 2
     hparams: HParams = dataclasses.field(default_factory=HParams)
+    # What the Evaluator requires to bless a model (pipeline.configs.EvalThresholds).
+    thresholds: EvalThresholds = dataclasses.field(default_factory=EvalThresholds)
+    # The rolling window, in spans, as for local runs.
+    train_window_spans: int = 3
     enable_cache: bool = True
     # Optional recurring run (cron, in the region's time zone unless TZ= is given).
     schedule_cron: str | None = None
@@ -208,6 +221,13 @@ class VertexConfig:
                 values["hparams"] = HParams.from_dict({**HParams().to_dict(), **values["hparams"]})
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"vertex.hparams: {e}") from e
+        if "thresholds" in values and not isinstance(values["thresholds"], EvalThresholds):
+            if not isinstance(values["thresholds"], Mapping):
+                raise ConfigError(f"vertex.thresholds: must be an object, got {values['thresholds']!r}")
+            try:
+                values["thresholds"] = EvalThresholds(**values["thresholds"])
+            except TypeError as e:
+                raise ConfigError(f"vertex.thresholds: {e}") from e
         return cls(**values)
 
     @classmethod
@@ -278,6 +298,8 @@ class VertexConfig:
             metadata_uri=self.metadata_uri,
             train_steps=self.train_steps,
             hparams=self.hparams,
+            thresholds=self.thresholds,
+            train_window_spans=self.train_window_spans,
             tune_trials=self.tune_trials,
             # More replicas than trials would only wait for nothing.
             tune_parallel_trials=min(self.tune_parallel_trials, max(1, self.tune_trials)),

@@ -178,6 +178,40 @@ def drifted(span: int):
     return span_rows(span).assign(payment_type="Cash", trip_start_hour="3")
 
 
+def in_minutes(span: int):
+    """Span N with trip durations delivered in minutes instead of seconds (whole minutes, so
+    the column keeps its integer type): a unit change only drift against earlier spans shows."""
+    import pandas as pd
+
+    frame = span_rows(span)
+    seconds = pd.to_numeric(frame["trip_seconds"], errors="coerce")
+    minutes = (seconds // 60).astype("Int64").astype(str).replace("<NA>", "")
+    return frame.assign(trip_seconds=minutes)
+
+
+def assert_model_facts(
+    g, model, spans: list[int], warm_start_spans: list[int], baseline_spans: list[int], reference_span
+) -> None:
+    """What lineage answers about a model, on either store (local story and Vertex story): the
+    spans it trained on, the spans of the model it warm-started from and of its baseline, and
+    the span the data gate measured drift against."""
+    from pipeline import lineage
+
+    facts = lineage.model_facts(g, model)
+    assert facts["trained_by"] == P.TRAINER
+    assert {
+        "spans": facts["spans"],
+        "warm_start_spans": facts["warm_start_spans"],
+        "baseline_spans": facts["baseline_spans"],
+        "drift_reference_span": facts["drift_reference_span"],
+    } == {
+        "spans": spans,
+        "warm_start_spans": warm_start_spans,
+        "baseline_spans": baseline_spans,
+        "drift_reference_span": reference_span,
+    }
+
+
 def bad_rows(span: int):
     """Span N with three problems: no fare column, text in trip_miles, a flood of unseen
     payment types and companies."""

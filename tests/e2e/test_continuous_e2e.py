@@ -11,7 +11,7 @@ import re
 import pytest
 import tensorflow as tf
 
-from helpers import DATA_CSV, changed_records, snapshot, span_rows
+from helpers import DATA_CSV, assert_model_facts, changed_records, snapshot, span_rows
 from modules.trainer import TRAINING_RECORD
 from ops import report as html_report
 from ops.queries import open_metadata, prop
@@ -60,10 +60,10 @@ def test_a_new_span_trains_on_the_window_and_warm_starts_from_the_served_model(s
     # 1's model, the one being served, and the gate measured drift against span 1.
     assert lineage.span_of(run.output(P.EXAMPLE_GEN, "examples")) == 2
     first_model = md.model_of(md.resolve(version_of(s1_first.summary)))
-    facts = lineage.model_facts(md.graph, run.output(P.TRAINER, "model"))
-    assert facts["spans"] == [1, 2] and facts["warm_start_spans"] == [1] and facts["baseline_spans"] == [1]
+    model = run.output(P.TRAINER, "model")
+    assert_model_facts(md.graph, model, spans=[1, 2], warm_start_spans=[1], baseline_spans=[1], reference_span=1)
+    facts = lineage.model_facts(md.graph, model)
     assert facts["warm_started_from"] == facts["baseline"] == first_model.ref
-    assert facts["drift_reference_span"] == 1
     record = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())
     assert record["warm_start"]["applied"] is True and record["warm_start"]["base_model"].startswith(first_model.uri)
     assert [m.ref for m in lineage.warm_start_ancestry(md.graph, run.output(P.TRAINER, "model"))] == [first_model.ref]

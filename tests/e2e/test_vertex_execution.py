@@ -4,13 +4,28 @@ Dockerfile builds it (tests/harness/image.py), with every artifact on gs:// behi
 Storage emulator (tests/harness/gcs_emulator.py), where `open()` cannot read a byte.
 
 Swapped, and only these: Dataflow's Beam args for the DirectRunner, and Vertex AI's services
-(Training, Model, Endpoint), faked at their GAPIC transports (tests/harness/site/fake_vertex.py)
-after the real clients have built and type-checked each request.
+(Training, Model, Endpoint, Vizier, ML Metadata), faked at their GAPIC transports
+(tests/harness/site/fake_vertex.py) after the real clients have built and type-checked each
+request. The launcher records every run in the faked Vertex ML Metadata as Vertex AI Pipelines
+does, and caches unchanged tasks as it does; the components resolve their cross-run inputs
+there, and the CLI reads it.
+
+The story, as production lives it:
+  span 1          the weekly tuning spec: Vizier's trials, training, blessed, deployed
+  span 2          trip durations in minutes: rejected by the drift check (daily spec)
+  span 3          good: trained on the window [1, 3] (never 2), warm-started from span 1's model,
+                  evaluated against it, deployed
+  another name    a second pipeline in the same region: a span rejected then accepted as a
+                  runtime parameter, trained with nothing of the first pipeline's
+  the CLI         runs, lineage and compare read Vertex ML Metadata; rollback restores span 1's
+                  model on the endpoint
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -20,8 +35,13 @@ import pytest
 import requests
 from harness import gcs_emulator, image, launcher
 
-from helpers import free_port, readme_request_body, span_rows
+from helpers import ROOT, assert_model_facts, free_port, in_minutes, readme_request_body, span_rows
 from modules.hparams import SEARCH_SPACE, HParams, from_tuned
+from ops.queries import Metadata
+from pipeline import lineage
+from pipeline import pipeline as P
+from pipeline.configs import PIPELINE_NAME
+from pipeline.metadata_backends import VertexBackend
 from runners import vertex
 
 pytestmark = [pytest.mark.vertex, pytest.mark.e2e, pytest.mark.xdist_group("vertex-exec")]
@@ -29,6 +49,16 @@ pytestmark = [pytest.mark.vertex, pytest.mark.e2e, pytest.mark.xdist_group("vert
 BUCKET = "my-bucket"
 DATA = f"gs://{BUCKET}/data"
 SITE = pathlib.Path(__file__).resolve().parents[1] / "harness" / "site"
+PROJECT, REGION = "my-project", "europe-west4"
+STORE = f"vertex://{PROJECT}/{REGION}"
+OTHER = "taxi-other-pipeline"
+
+
+def _fake_vertex():
+    spec = importlib.util.spec_from_file_location("fake_vertex", SITE / "fake_vertex.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Cloud:
@@ -72,10 +102,32 @@ class Cloud:
             except requests.ConnectionError:
                 assert time.time() < deadline and self.gcs.poll() is None, (root / "gcs.log").read_text()
                 time.sleep(0.2)
-        self.launcher = launcher.Launcher(env, str(self.workdir), read=lambda uri: gcs_emulator.read(self.endpoint, uri))
+        # Vertex ML Metadata, as the launcher writes it and the components and the CLI read it.
+        self.metadata_client = _fake_vertex().metadata_client(str(self.vertex_dir))
+        self.launcher = launcher.Launcher(
+            env, str(self.workdir), read=lambda uri: gcs_emulator.read(self.endpoint, uri), metadata=self.metadata_client
+        )
 
-    def put_span(self, span: int, frame) -> None:
-        gcs_emulator.write(self.endpoint, f"{DATA}/span-{span}/taxi.csv", frame.to_csv(index=False).encode())
+    def put_span(self, span: int, frame, data: str = DATA) -> None:
+        gcs_emulator.write(self.endpoint, f"{data}/span-{span}/taxi.csv", frame.to_csv(index=False).encode())
+
+    def metadata(self, pipeline_name: str = PIPELINE_NAME) -> Metadata:
+        """The queries over the pipeline's records in the faked Vertex ML Metadata, through the
+        real aiplatform client."""
+        return Metadata(VertexBackend(PROJECT, REGION, pipeline_name, client=self.metadata_client))
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess:
+        """runner.py as a user runs it against production: its own process, the real aiplatform
+        client, Google's APIs faked at their transports."""
+        env = dict(os.environ, PYTHONPATH=str(SITE), FAKE_VERTEX_DIR=str(self.vertex_dir))
+        env.update({k: v for k, v in self.env.items() if k.startswith(("STORAGE_EMULATOR", "GOOGLE", "GCS", "CLOUD"))})
+        return subprocess.run(
+            [sys.executable, str(ROOT / "runner.py"), *argv, "--metadata", STORE],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     def read(self, uri: str) -> bytes:
         return gcs_emulator.read(self.endpoint, uri)
@@ -101,10 +153,16 @@ def cloud(tmp_path_factory):
 IMAGE = "europe-west4-docker.pkg.dev/my-project/tfx/taxi:1.0"
 
 
+# 3,000 training rows and 300 steps: a lower bar than the full data's. A later span's model may
+# be a little worse than the served one and still be pushed: this story is about what runs
+# where, not about the (noisy) comparison on 1,000 eval rows.
+THRESHOLDS = {"min_auc": 0.85, "min_accuracy": 0.8, "max_auc_regression": 0.05, "max_accuracy_regression": 0.05}
+
+
 def compile_job(cloud, tmp_path_factory, **overrides) -> dict:
     settings = dict(
-        project="my-project",
-        region="europe-west4",
+        project=PROJECT,
+        region=REGION,
         pipeline_root=f"gs://{BUCKET}/tfx",
         data_root=DATA,
         image=IMAGE,
@@ -113,6 +171,7 @@ def compile_job(cloud, tmp_path_factory, **overrides) -> dict:
         endpoint_name="taxi-endpoint",
         serving_image="europe-west4-docker.pkg.dev/my-project/tfx/taxi-serving:1.0",
         train_steps=300,
+        thresholds=THRESHOLDS,
         **overrides,
     )
     path = vertex.compile_pipeline(vertex.VertexConfig(**settings), str(tmp_path_factory.mktemp("spec") / "pipeline.json"))
@@ -139,8 +198,7 @@ def first_run(cloud, tuning_job):
 
 def test_the_compiled_pipeline_runs_task_by_task_on_gcs(first_run, tuning_job):
     tasks = tuning_job["pipelineSpec"]["root"]["dag"]["tasks"]
-    containers = [t for t in tasks if "resolver" not in t]
-    assert sorted(first_run.executed) == sorted(containers)
+    assert sorted(first_run.executed) == sorted(tasks) and not first_run.cached
     assert first_run.executed[0] == "example_gen" and first_run.executed[-1] == "pusher"
     examples = first_run.outputs["example_gen"]["examples"][0]
     assert examples.uri.startswith(f"gs://{BUCKET}/tfx/")
@@ -266,57 +324,150 @@ def anomalous_span(span: int):
 
 @pytest.fixture(scope="session")
 def rejected_run(first_run, cloud, job):
-    cloud.put_span(2, anomalous_span(2))
+    """Span 2 with trip durations in minutes: the schema cannot see it; drift against span 1
+    (the drift reference the gate found in Vertex ML Metadata) does."""
+    cloud.put_span(2, in_minutes(2))
     with pytest.raises(launcher.TaskFailed) as failed:
         cloud.launcher.run(job)
     return failed.value
 
 
-def test_the_gate_stops_a_bad_span_on_vertex(rejected_run):
+def test_a_drifted_span_is_rejected_on_vertex_as_it_is_locally(rejected_run, cloud):
     assert rejected_run.task == "data_gate"
-    assert "payment_type" in rejected_run.log and "ENUM_TYPE_UNEXPECTED_STRING_VALUES" in rejected_run.log
-    assert "Transform" not in rejected_run.log
+    assert "trip_seconds" in rejected_run.log and "QUANTILE_SHIFT_HIGH" in rejected_run.log
+    assert "nothing was trained or pushed" in rejected_run.log
+    run = cloud.metadata().latest_run()
+    assert run.status == "failed" and run.components[P.DATA_GATE].state == "failed"
+    assert not {P.TRANSFORM, P.TRAINER, P.EVALUATOR, P.PUSHER} & set(run.components)
+    assert len(cloud.requests("upload_model")) == 1  # nothing new deployed
 
 
 @pytest.fixture(scope="session")
-def accepted_run(rejected_run, cloud, job):
-    """The same span, re-run with the anomaly accepted as the job's runtime parameter (what
-    `vertex submit --accept-anomalies` sets): same spec, same image."""
-    accept = json.dumps(["payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES"])
-    return cloud.launcher.run(job, parameter_values={"accept_anomalies": accept})
+def third_run(rejected_run, cloud, job):
+    cloud.put_span(3, span_rows(3))
+    return cloud.launcher.run(job)
 
 
-def test_an_accepted_anomaly_passes_as_a_runtime_parameter(accepted_run):
-    assert accepted_run.outputs["example_gen"]["examples"][0].metadata["custom:span"] == 2
-    gate = accepted_run.outputs["data_gate"]["result"][0]
-    assert gate.metadata["accepted_anomalies"] == 2  # the unknown payment type, in each split
-    assert "pusher" in accepted_run.executed
+def test_span_3_trains_on_the_passed_window_warm_started_and_compared_with_span_1(third_run, first_run, cloud):
+    """The guarantees of local runs, on Vertex: the window holds spans 1 and 3 (the rejected
+    span 2 never), warm start and baseline are span 1's model, drift was measured against
+    span 1, and the daily spec trained with the weekly tuning."""
+    md = cloud.metadata()
+    g = md.graph
+    model = g.find(third_run.outputs[P.TRAINER]["model"][0].name)
+    first_model = g.find(first_run.outputs[P.TRAINER]["model"][0].name)
+    assert_model_facts(g, model, spans=[1, 3], warm_start_spans=[1], baseline_spans=[1], reference_span=1)
+    facts = lineage.model_facts(g, model)
+    assert facts["warm_started_from"] == facts["baseline"] == first_model.ref
+    assert facts["hyperparameters_from"] == first_run.outputs[P.TUNER]["best_hyperparameters"][0].uri
+    record = json.loads(cloud.read(third_run.outputs[P.TRAINER]["model_run"][0].uri + "/training.json"))
+    assert record["warm_start"]["applied"] and record["warm_start"]["base_model"].startswith(first_model.uri)
+    first_record = json.loads(cloud.read(first_run.outputs[P.TRAINER]["model_run"][0].uri + "/training.json"))
+    assert record["tuned"] and record["hparams"] == first_record["hparams"]
+    # The baseline, as TFX's Evaluator recorded it on the blessing.
+    blessing = third_run.outputs[P.EVALUATOR]["blessing"][0]
+    assert blessing.metadata["baseline_model"] == first_model.uri
+    # Unchanged tasks were not recomputed: the schema import is the first run's.
+    assert P.SCHEMA_IMPORTER in third_run.cached
 
 
-def test_a_run_without_tuning_trains_with_the_newest_tuning(accepted_run, first_run, cloud):
-    """The daily spec has no Tuner: its resolver found the weekly run's tuning in ML Metadata,
-    and the Trainer trained with it."""
-    assert "tuner" not in accepted_run.executed
-    resolved = accepted_run.outputs["latest_hyperparameters_resolver"]["hyperparameters"]
-    assert [a.name for a in resolved] == [first_run.outputs["tuner"]["best_hyperparameters"][0].name]
-    first, second = (
-        json.loads(cloud.read(run.outputs["trainer"]["model_run"][0].uri + "/training.json")) for run in (first_run, accepted_run)
-    )
-    assert second["tuned"] and second["hparams"] == first["hparams"]
-
-
-def test_the_second_run_compares_with_the_first_and_leaves_one_deployment(accepted_run, first_run, cloud):
-    """The baseline resolver found the first run's blessed model; whatever the verdict, the
-    endpoint ends with one deployment: the new model (the first one, idle, undeployed) or the
-    first model (nothing pushed)."""
-    baseline = accepted_run.outputs["latest_blessed_model_resolver-model-resolver"]["model"]
-    assert [m.name for m in baseline] == [first_run.outputs["trainer"]["model"][0].name]
+def test_the_endpoint_serves_span_3_and_keeps_one_deployment(third_run, first_run, cloud):
     state = json.loads((cloud.vertex_dir / "state.json").read_text())
     (endpoint,) = (json.loads(e) for e in state["endpoints"].values())
     (deployed,) = endpoint["deployedModels"]
-    models = [json.loads(m) for m in state["models"].values()]
-    if accepted_run.outputs["evaluator"]["blessing"][0].metadata["blessed"]:
-        assert deployed["model"] == accepted_run.outputs["pusher"]["pushed_model"][0].metadata["pushed_destination"]
-        assert len(models) == 2 and len(cloud.requests("undeploy_model")) == 1
-    else:
-        assert len(models) == 1 and deployed["model"] == models[0]["name"]
+    pushed = third_run.outputs[P.PUSHER]["pushed_model"][0]
+    assert third_run.outputs[P.EVALUATOR]["blessing"][0].metadata["blessed"] == 1
+    assert deployed["model"] == pushed.metadata["pushed_destination"]
+    assert len(cloud.requests("undeploy_model")) == 1  # span 1's model, idle after the push
+
+
+@pytest.fixture(scope="session")
+def other_pipeline(third_run, cloud, tmp_path_factory):
+    """A second pipeline in the same project and region, on data of its own: its first span has
+    an unknown payment type (rejected), then the operator accepts it as the job's runtime
+    parameter (what `vertex submit --accept-anomalies` sets), without recompiling."""
+    data = f"gs://{BUCKET}/other-data"
+    cloud.put_span(7, anomalous_span(4), data=data)
+    job = compile_job(cloud, tmp_path_factory, pipeline_name=OTHER, data_root=data, endpoint_name="other-endpoint")
+    with pytest.raises(launcher.TaskFailed) as rejected:
+        cloud.launcher.run(job)
+    accept = json.dumps(["payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES"])
+    accepted = cloud.launcher.run(job, parameter_values={"accept_anomalies": accept}, stop_after=P.EVALUATOR)
+    return rejected.value, accepted
+
+
+def test_an_accepted_anomaly_passes_as_a_runtime_parameter(other_pipeline):
+    rejected, accepted = other_pipeline
+    assert rejected.task == "data_gate" and "ENUM_TYPE_UNEXPECTED_STRING_VALUES" in rejected.log
+    # The re-run reused what the rejected run had computed, and the gate passed.
+    assert {P.EXAMPLE_GEN, P.STATISTICS_GEN, P.EXAMPLE_VALIDATOR} <= set(accepted.cached)
+    gate = accepted.outputs[P.DATA_GATE]["result"][0]
+    assert gate.metadata["accepted_anomalies"] == 2  # the unknown payment type, in each split
+
+
+def test_a_second_pipeline_in_the_region_resolves_nothing_of_the_first(other_pipeline, cloud):
+    """Every resolution is scoped to the pipeline's name: no drift reference, no window beyond
+    its own span, no warm start, no baseline, no tuning from the first pipeline."""
+    _, accepted = other_pipeline
+    g = cloud.metadata(OTHER).graph
+    model = g.find(accepted.outputs[P.TRAINER]["model"][0].name)
+    assert_model_facts(g, model, spans=[7], warm_start_spans=[], baseline_spans=[], reference_span=None)
+    assert model.get(lineage.HYPERPARAMETERS_FROM) is None
+    record = json.loads(cloud.read(accepted.outputs[P.TRAINER]["model_run"][0].uri + "/training.json"))
+    assert not record["tuned"] and not record["warm_start"]["applied"]
+    assert not accepted.outputs[P.EVALUATOR]["blessing"][0].metadata.get("baseline_model")
+    # And the first pipeline's queries do not see the second's records.
+    ours = cloud.metadata().graph
+    assert not set(ours.artifacts) & set(g.artifacts)
+
+
+def test_the_cli_answers_runs_and_lineage_from_vertex_ml_metadata(other_pipeline, third_run, first_run, cloud):
+    done = cloud.cli("runs", "--json")
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    assert [r["status"] for r in runs] == ["complete", "failed", "complete"]
+    assert runs[1]["components"][P.DATA_GATE] == "failed" and P.TRANSFORM not in runs[1]["components"]
+    third_model = third_run.outputs[P.PUSHER]["pushed_model"][0]
+    version = lineage.pushed_version(cloud.metadata().graph.find(third_model.name))
+    assert runs[0]["pushed_version"] == version and runs[0]["components"][P.SCHEMA_IMPORTER] == "cached"
+    table = cloud.cli("runs")
+    assert table.returncode == 0 and "failed" in table.stdout and version in table.stdout
+
+    tree = cloud.cli("lineage", version)
+    assert tree.returncode == 0, tree.stderr
+    text = tree.stdout
+    # Served model -> its model, trained on spans 3 and 1 (the window), warm-started from and
+    # evaluated against span 1's model; the data gate's drift reference was span 1.
+    first_model = cloud.metadata().graph.find(first_run.outputs[P.TRAINER]["model"][0].name)
+    assert f"warm started from: Model #{first_model.id}" in text and f"baseline: Model #{first_model.id}" in text
+    assert "window: Examples" in text and "span=3" in text and "span=1" in text and "span=2" not in text
+    assert "described by pipeline.DataGateResult" in text and "reference_span=1" in text
+    assert "<- trainer" in text and "<- transform" in text
+    as_json = json.loads(cloud.cli("lineage", version, "--json").stdout)
+    assert as_json["type"] == "PushedModel"
+    compared = cloud.cli("compare", "--json")
+    assert compared.returncode == 0, compared.stderr
+    assert json.loads(compared.stdout)["differences"]["spans"] == [[1, 3], [1]]
+
+
+def test_rollback_restores_span_1s_model_on_the_endpoint(other_pipeline, third_run, first_run, cloud):
+    """After span 3's push, span 1's model was undeployed; rollback deploys it again from the
+    Model Registry, moves the traffic to it, undeploys span 3's and records the rollback."""
+    first_pushed = first_run.outputs[P.PUSHER]["pushed_model"][0].metadata["pushed_destination"]
+    done = cloud.cli("rollback", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["how"] == "deployed again from the Model Registry"
+    state = json.loads((cloud.vertex_dir / "state.json").read_text())
+    (endpoint,) = (json.loads(e) for e in state["endpoints"].values() if json.loads(e)["displayName"] == "taxi-endpoint")
+    (deployed,) = endpoint["deployedModels"]
+    assert deployed["model"] == first_pushed and endpoint["trafficSplit"] == {deployed["id"]: 100}
+    md = cloud.metadata()
+    assert md.served().get("pushed_destination") == first_pushed
+    newest = md.latest_run()
+    assert newest.run_id == result["run_id"] and list(newest.components) == ["rollback"]
+    # The next candidate would be evaluated against span 1's model again.
+    assert lineage.baseline_model(md.graph, "a new candidate").uri == first_run.outputs[P.TRAINER]["model"][0].uri
+    # Nothing older to go back to but span 3's: a second rollback restores it (traffic moved).
+    again = json.loads(cloud.cli("rollback", "--json").stdout)
+    assert again["rolled_back_to"] == result["served_before"]

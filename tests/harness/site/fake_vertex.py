@@ -11,6 +11,13 @@ reaches the transport is recorded in FAKE_VERTEX_DIR/requests.jsonl and answered
   as the service checks them (a parameter outside the study's spec, a measurement of an
   unknown metric, completing a finished trial: refused). Suggestions are uniform random
   samples of the study's space: Vizier's own algorithm runs only in the service.
+* MetadataService (Vertex ML Metadata): contexts (with parents), artifacts, executions, events
+  and their attribution to contexts, kept in state.json; list filters in the API's language
+  (AIP-160) for the clauses documented on its requests (attributes, `metadata.<key>.<kind>`,
+  `in_context(...)`, `parent_contexts:`), an unknown clause refused, as the service would;
+  QueryContextLineageSubgraph returns what is attributed to the context and the events
+  between them. The offline launcher (tests/harness/launcher.py) writes runs into it as
+  Vertex AI Pipelines does; the pipeline's components and the CLI read it.
 
 The state is shared by every process of a run (the tuning job's replicas call Vizier while the
 pipeline task that created the job waits), under a file lock.
@@ -24,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -46,7 +54,7 @@ def _transaction(directory: str):
     path = os.path.join(directory, "state.json")
     with open(os.path.join(directory, "state.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state = {"jobs": {}, "models": {}, "endpoints": {}, "studies": {}, "counter": 0}
+        state = {"jobs": {}, "models": {}, "endpoints": {}, "studies": {}, "counter": 0, "metadata": _empty_metadata()}
         if os.path.exists(path):
             with open(path) as f:
                 state.update(json.load(f))
@@ -178,6 +186,19 @@ def install(directory: str) -> None:
         state["endpoints"][request.endpoint] = v1.Endpoint.to_json(endpoint)
         return _operation(v1.DeployModelResponse(deployed_model=deployed))
 
+    def update_endpoint(request: v1.UpdateEndpointRequest, state):
+        endpoint = v1.Endpoint.from_json(state["endpoints"][request.endpoint.name])
+        for path in request.update_mask.paths:
+            if path != "traffic_split":
+                raise ValueError(f"UpdateEndpoint: the fake updates traffic_split only, not {path}")
+            deployed = {d.id for d in endpoint.deployed_models}
+            split = dict(request.endpoint.traffic_split)
+            if set(split) - deployed or sum(split.values()) != 100:
+                raise ValueError(f"UpdateEndpoint: traffic_split {split} must cover deployed models {deployed} with 100%")
+            endpoint.traffic_split = split
+        state["endpoints"][endpoint.name] = v1.Endpoint.to_json(endpoint)
+        return endpoint
+
     def undeploy_model(request: v1.UndeployModelRequest, state):
         endpoint = v1.Endpoint.from_json(state["endpoints"][request.endpoint])
         kept = [d for d in endpoint.deployed_models if d.id != request.deployed_model_id]
@@ -199,9 +220,13 @@ def install(directory: str) -> None:
         (EndpointServiceGrpcTransport, "get_endpoint", v1.GetEndpointRequest, get_endpoint),
         (EndpointServiceGrpcTransport, "deploy_model", v1.DeployModelRequest, deploy_model),
         (EndpointServiceGrpcTransport, "undeploy_model", v1.UndeployModelRequest, undeploy_model),
+        (EndpointServiceGrpcTransport, "update_endpoint", v1.UpdateEndpointRequest, update_endpoint),
     ):
         setattr(transport, method, _stub(directory, method, request_type, answer))
     _install_vizier(directory)
+    from google.cloud.aiplatform_v1.services.metadata_service.transports.grpc import MetadataServiceGrpcTransport
+
+    install_metadata(directory, MetadataServiceGrpcTransport)
     sys.modules[__name__].installed = True
 
 
@@ -399,3 +424,220 @@ def _install_vizier(directory: str) -> None:
         ("list_trials", v1.ListTrialsRequest, list_trials),
     ):
         setattr(VizierServiceGrpcTransport, method, _stub(directory, method, request_type, answer))
+
+
+# --- Vertex ML Metadata -------------------------------------------------------------------------
+
+
+def _empty_metadata() -> dict:
+    return {"contexts": {}, "parents": {}, "artifacts": {}, "executions": {}, "events": [], "attributed": {}}
+
+
+def _now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+_CLAUSE = re.compile(
+    r'^(?:(?P<attr>name|display_name|schema_title|uri|state)\s*=\s*"?(?P<value>[^"]*)"?'
+    r'|metadata\.(?P<key>"[^"]+"|\w+)\.(?P<kind>string_value|number_value|bool_value)\s*=\s*(?P<mvalue>"[^"]*"|[-\w.]+)'
+    r'|in_context\("(?P<context>[^"]+)"\)'
+    r'|parent_contexts:"(?P<parent>[^"]+)")$'
+)
+
+
+def _filter(expression: str, kind: str):
+    """A predicate (resource dict, metadata state) for a list filter: clauses joined by AND, as
+    the Vertex ML Metadata requests document them. Anything else is refused."""
+    from google.api_core import exceptions
+
+    clauses = [c.strip() for c in expression.split(" AND ")] if expression.strip() else []
+    parsed = []
+    for clause in clauses:
+        m = _CLAUSE.match(clause)
+        if m is None or (m.group("parent") and kind != "contexts") or (m.group("context") and kind == "contexts"):
+            raise exceptions.InvalidArgument(f"List{kind.capitalize()}: filter clause not supported: {clause!r}")
+        parsed.append(m)
+
+    def test(resource: dict, name: str, md: dict) -> bool:
+        for m in parsed:
+            if m.group("attr"):
+                value = resource.get(
+                    {"display_name": "displayName", "schema_title": "schemaTitle"}.get(m.group("attr"), m.group("attr"))
+                )
+                if str(value) != m.group("value"):
+                    return False
+            elif m.group("key"):
+                key = m.group("key").strip('"')
+                value = resource.get("metadata", {}).get(key)
+                wanted = m.group("mvalue")
+                if m.group("kind") == "number_value":
+                    if not isinstance(value, (int, float)) or float(value) != float(wanted):
+                        return False
+                elif m.group("kind") == "bool_value":
+                    if value is not (wanted == "true"):
+                        return False
+                elif value != wanted.strip('"'):
+                    return False
+            elif m.group("context"):
+                if name not in md["attributed"].get(m.group("context"), {}).get(kind, []):
+                    return False
+            elif m.group("parent") not in md["parents"].get(name, []):
+                return False
+        return True
+
+    return test
+
+
+def install_metadata(directory: str, transport: type) -> None:
+    """Vertex ML Metadata's service on `transport` (a MetadataService transport class)."""
+    from google.api_core import exceptions
+    from google.cloud import aiplatform_v1 as v1
+
+    def store(state) -> dict:
+        return state.setdefault("metadata", _empty_metadata())
+
+    def get(state, kind: str, name: str, cls):
+        found = store(state)[kind].get(name)
+        if found is None:
+            raise exceptions.NotFound(f"{kind[:-1]} {name} not found")
+        return cls.from_json(found)
+
+    def create(kind: str, cls, field: str, id_field: str):
+        def answer(request, state):
+            md = store(state)
+            resource = cls(getattr(request, field))
+            resource_id = getattr(request, id_field) or _next_id(state)
+            resource.name = f"{request.parent}/{kind}/{resource_id}"
+            if resource.name in md[kind]:
+                raise exceptions.AlreadyExists(f"{resource.name} already exists")
+            resource.create_time = resource.update_time = _now()
+            md[kind][resource.name] = _json(resource)
+            return resource
+
+        return answer
+
+    def update(kind: str, cls, field: str):
+        def answer(request, state):
+            resource = getattr(request, field)
+            stored = get(state, kind, resource.name, cls)
+            for path in request.update_mask.paths or ["state", "metadata"]:
+                if path == "metadata":
+                    merged = dict(stored.metadata)
+                    merged.update(dict(resource.metadata))
+                    stored.metadata = merged
+                else:
+                    setattr(stored, path, getattr(resource, path))
+            stored.update_time = _now()
+            store(state)[kind][stored.name] = _json(stored)
+            return stored
+
+        return answer
+
+    def listing(kind: str, cls, response, field: str):
+        def answer(request, state):
+            md = store(state)
+            test = _filter(request.filter, kind)
+            found = [
+                cls.from_json(text)
+                for name, text in md[kind].items()
+                if name.startswith(request.parent + "/") and test(json.loads(text), name, md)
+            ]
+            return response(**{field: found})
+
+        return answer
+
+    def add_context_children(request: v1.AddContextChildrenRequest, state):
+        md = store(state)
+        get(state, "contexts", request.context, v1.Context)
+        for child in request.child_contexts:
+            get(state, "contexts", child, v1.Context)
+            parents = md["parents"].setdefault(child, [])
+            if request.context not in parents:
+                parents.append(request.context)
+        return v1.AddContextChildrenResponse()
+
+    def add_to_context(request: v1.AddContextArtifactsAndExecutionsRequest, state):
+        md = store(state)
+        get(state, "contexts", request.context, v1.Context)
+        attributed = md["attributed"].setdefault(request.context, {"artifacts": [], "executions": []})
+        for kind, names in (("artifacts", request.artifacts), ("executions", request.executions)):
+            for name in names:
+                if name not in md[kind]:
+                    raise exceptions.NotFound(f"{name} not found")
+                if name not in attributed[kind]:
+                    attributed[kind].append(name)
+        return v1.AddContextArtifactsAndExecutionsResponse()
+
+    def add_execution_events(request: v1.AddExecutionEventsRequest, state):
+        md = store(state)
+        get(state, "executions", request.execution, v1.Execution)
+        for event in request.events:
+            if event.artifact not in md["artifacts"]:
+                raise exceptions.NotFound(f"artifact {event.artifact} not found")
+            if event.type_ == v1.Event.Type.TYPE_UNSPECIFIED:
+                raise exceptions.InvalidArgument("event type is required")
+            recorded = v1.Event(event)
+            recorded.execution = request.execution
+            recorded.event_time = _now()
+            md["events"].append(_json(recorded))
+        return v1.AddExecutionEventsResponse()
+
+    def subgraph(md: dict, artifacts: list[str], executions: list[str]) -> v1.LineageSubgraph:
+        events = [v1.Event.from_json(e) for e in md["events"]]
+        events = [e for e in events if e.artifact in artifacts and e.execution in executions]
+        return v1.LineageSubgraph(
+            artifacts=[v1.Artifact.from_json(md["artifacts"][a]) for a in artifacts],
+            executions=[v1.Execution.from_json(md["executions"][e]) for e in executions],
+            events=events,
+        )
+
+    def query_context(request: v1.QueryContextLineageSubgraphRequest, state):
+        md = store(state)
+        get(state, "contexts", request.context, v1.Context)
+        attributed = md["attributed"].get(request.context, {"artifacts": [], "executions": []})
+        return subgraph(md, attributed["artifacts"], attributed["executions"])
+
+    def query_execution(request: v1.QueryExecutionInputsAndOutputsRequest, state):
+        md = store(state)
+        get(state, "executions", request.execution, v1.Execution)
+        linked = [v1.Event.from_json(e).artifact for e in md["events"] if json.loads(e)["execution"] == request.execution]
+        return subgraph(md, list(dict.fromkeys(linked)), [request.execution])
+
+    for method, request_type, answer in (
+        ("create_context", v1.CreateContextRequest, create("contexts", v1.Context, "context", "context_id")),
+        ("get_context", v1.GetContextRequest, lambda r, s: get(s, "contexts", r.name, v1.Context)),
+        ("list_contexts", v1.ListContextsRequest, listing("contexts", v1.Context, v1.ListContextsResponse, "contexts")),
+        ("add_context_children", v1.AddContextChildrenRequest, add_context_children),
+        ("create_artifact", v1.CreateArtifactRequest, create("artifacts", v1.Artifact, "artifact", "artifact_id")),
+        ("get_artifact", v1.GetArtifactRequest, lambda r, s: get(s, "artifacts", r.name, v1.Artifact)),
+        ("update_artifact", v1.UpdateArtifactRequest, update("artifacts", v1.Artifact, "artifact")),
+        ("list_artifacts", v1.ListArtifactsRequest, listing("artifacts", v1.Artifact, v1.ListArtifactsResponse, "artifacts")),
+        ("create_execution", v1.CreateExecutionRequest, create("executions", v1.Execution, "execution", "execution_id")),
+        ("get_execution", v1.GetExecutionRequest, lambda r, s: get(s, "executions", r.name, v1.Execution)),
+        ("update_execution", v1.UpdateExecutionRequest, update("executions", v1.Execution, "execution")),
+        (
+            "list_executions",
+            v1.ListExecutionsRequest,
+            listing("executions", v1.Execution, v1.ListExecutionsResponse, "executions"),
+        ),
+        ("add_context_artifacts_and_executions", v1.AddContextArtifactsAndExecutionsRequest, add_to_context),
+        ("add_execution_events", v1.AddExecutionEventsRequest, add_execution_events),
+        ("query_context_lineage_subgraph", v1.QueryContextLineageSubgraphRequest, query_context),
+        ("query_execution_inputs_and_outputs", v1.QueryExecutionInputsAndOutputsRequest, query_execution),
+    ):
+        setattr(transport, method, _stub(directory, method, request_type, answer))
+
+
+def metadata_client(directory: str):
+    """A MetadataServiceClient answered by this fake, without patching the process's transport
+    class (for the test process, which runs other tests too)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1 import MetadataServiceClient
+    from google.cloud.aiplatform_v1.services.metadata_service.transports.grpc import MetadataServiceGrpcTransport
+
+    os.makedirs(directory, exist_ok=True)
+    transport = type("FakeMetadataTransport", (MetadataServiceGrpcTransport,), {})
+    install_metadata(directory, transport)
+    return MetadataServiceClient(transport=transport(credentials=AnonymousCredentials()))
