@@ -54,6 +54,8 @@ def tfx_artifact(artifact: lineage.Artifact, cls: type[types.Artifact]) -> types
     the rest as custom properties), as the executor would have received it as an input."""
     result = cls()
     result.uri = artifact.uri
+    if artifact.ref.isdigit():  # an ML Metadata id (on Vertex, a resource name)
+        result.id = int(artifact.ref)
     declared = result.artifact_type.properties
     for name, value in artifact.props.items():
         if value is None:
@@ -95,7 +97,8 @@ def _merge_replicas(original: types.Artifact, replicas: list[types.Artifact]) ->
             fileio.makedirs(target)
             for name in fileio.listdir(source):
                 fileio.rename(os.path.join(source, name), os.path.join(target, f"window{i}-{name}"), overwrite=True)
-        fileio.rmtree(replica.uri)
+        if fileio.exists(replica.uri):  # on gs:// a "folder" is gone with its last object
+            fileio.rmtree(replica.uri)
     original.split_names = replicas[0].split_names
 
 
@@ -176,6 +179,14 @@ class EvaluatorExecutor(evaluator_executor.Executor):
             [tfx_artifact(baseline, standard_artifacts.Model)] if baseline else []
         )
         super().Do(input_dict, output_dict, exec_properties)
+        for blessing in output_dict.get(standard_component_specs.BLESSING_KEY, []):
+            # TFX records the baseline's numeric id too; the one a store gives is an MLMD id
+            # locally and a resource name on Vertex (where TFX's entrypoint would look the
+            # number up among the task's own inputs and fail): the URI it also records is the
+            # reference both stores share.
+            properties = blessing.mlmd_artifact.custom_properties
+            if "baseline_model_id" in properties and not (baseline and baseline.ref.isdigit()):
+                del properties["baseline_model_id"]
 
 
 class EvaluatorSpec(standard_component_specs.EvaluatorSpec):

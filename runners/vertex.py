@@ -131,6 +131,13 @@ class VertexConfig:
     schedule_cron: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.thresholds, EvalThresholds):
+            if not isinstance(self.thresholds, Mapping):
+                raise ConfigError(f"vertex.thresholds: must be an object, got {self.thresholds!r}")
+            try:
+                object.__setattr__(self, "thresholds", EvalThresholds(**self.thresholds))
+            except TypeError as e:
+                raise ConfigError(f"vertex.thresholds: {e}") from e
         _check_types(self)
         _require(
             bool(_PIPELINE_NAME.match(self.pipeline_name)),
@@ -221,13 +228,6 @@ class VertexConfig:
                 values["hparams"] = HParams.from_dict({**HParams().to_dict(), **values["hparams"]})
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"vertex.hparams: {e}") from e
-        if "thresholds" in values and not isinstance(values["thresholds"], EvalThresholds):
-            if not isinstance(values["thresholds"], Mapping):
-                raise ConfigError(f"vertex.thresholds: must be an object, got {values['thresholds']!r}")
-            try:
-                values["thresholds"] = EvalThresholds(**values["thresholds"])
-            except TypeError as e:
-                raise ConfigError(f"vertex.thresholds: {e}") from e
         return cls(**values)
 
     @classmethod

@@ -91,7 +91,8 @@ class Cloud:
         self.workdir = root / "neutral"
         self.workdir.mkdir()
         env = self.image.environ()
-        env.update(gcs_emulator.environment(self.endpoint, f"http://127.0.0.1:{proxy_port}", ca_bundle, "my-project"))
+        self.gcs_env = gcs_emulator.environment(self.endpoint, f"http://127.0.0.1:{proxy_port}", ca_bundle, "my-project")
+        env.update(self.gcs_env)
         env.update(PYTHONPATH=str(SITE), FAKE_VERTEX_DIR=str(self.vertex_dir), TF_CPP_MIN_LOG_LEVEL="2")
         self.env = env
         deadline = time.time() + 30
@@ -119,8 +120,7 @@ class Cloud:
     def cli(self, *argv: str) -> subprocess.CompletedProcess:
         """runner.py as a user runs it against production: its own process, the real aiplatform
         client, Google's APIs faked at their transports."""
-        env = dict(os.environ, PYTHONPATH=str(SITE), FAKE_VERTEX_DIR=str(self.vertex_dir))
-        env.update({k: v for k, v in self.env.items() if k.startswith(("STORAGE_EMULATOR", "GOOGLE", "GCS", "CLOUD"))})
+        env = dict(os.environ, **self.gcs_env, PYTHONPATH=str(SITE), FAKE_VERTEX_DIR=str(self.vertex_dir))
         return subprocess.run(
             [sys.executable, str(ROOT / "runner.py"), *argv, "--metadata", STORE],
             capture_output=True,
@@ -194,6 +194,13 @@ def tuning_job(cloud, tmp_path_factory) -> dict:
 def first_run(cloud, tuning_job):
     cloud.put_span(1, span_rows(1))
     return cloud.launcher.run(tuning_job)
+
+
+def test_where_the_story_spends_its_time(first_run, other_pipeline, third_run, cloud, capsys):
+    """Not an assertion on speed: the seconds each task took, printed for the record."""
+    with capsys.disabled():
+        for label, run in (("span 1", first_run), ("span 3", third_run), ("other", other_pipeline[1])):
+            print(f"\n{label}: {sum(run.seconds.values()):.0f} s {run.seconds}")
 
 
 def test_the_compiled_pipeline_runs_task_by_task_on_gcs(first_run, tuning_job):

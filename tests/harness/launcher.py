@@ -107,6 +107,7 @@ class Run:
     executed: list[str]
     cached: list[str]
     logs: dict[str, str]
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # task -> wall time
 
 
 def _metadata(resource: Any) -> dict[str, Any]:
@@ -190,7 +191,13 @@ class Launcher:
                 raise ValueError(f"task {name}: only container tasks are supported, got {sorted(executor)}")
             inputs = self._inputs(task, component, run, params)
             caching = bool(task.get("cachingOptions", {}).get("enableCache"))
-            run.outputs[name] = self._execute(name, executor["container"], component, inputs, f"{root}/{run_id}", run, caching)
+            started = time.monotonic()
+            try:
+                run.outputs[name] = self._execute(
+                    name, executor["container"], component, inputs, f"{root}/{run_id}", run, caching
+                )
+            finally:
+                run.seconds[name] = round(time.monotonic() - started, 1)
             if name == stop_after:
                 break
         return run

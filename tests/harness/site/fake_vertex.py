@@ -524,9 +524,10 @@ def install_metadata(directory: str, transport: type) -> None:
             stored = get(state, kind, resource.name, cls)
             for path in request.update_mask.paths or ["state", "metadata"]:
                 if path == "metadata":
-                    merged = dict(stored.metadata)
-                    merged.update(dict(resource.metadata))
-                    stored.metadata = merged
+                    from google.protobuf import json_format
+
+                    # The service merges the keys sent into the stored metadata.
+                    cls.pb(stored).metadata.update(json_format.MessageToDict(cls.pb(resource).metadata))
                 else:
                     setattr(stored, path, getattr(resource, path))
             stored.update_time = _now()
