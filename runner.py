@@ -228,9 +228,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             beam_args=args.beam_args or batch.DEFAULT_BEAM_ARGS,
             progress=sys.stderr,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except batch.InputError as e:
         raise UserError(str(e)) from e
-    print(json.dumps({**out, "model": model_dir, "seconds": round(time.time() - start, 1)}, indent=2))
+    out.update(model=model_dir, seconds=round(time.time() - start, 1))
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    # Rows in = rows scored + dead letters, per file and in all.
+    for path, counts in out["files"].items():
+        print(f"{path}: {counts['rows']} rows: scored {counts['scored']}, dead letters {counts['dead_letters']}")
+    print(f"scored {out['scored']}, dead letters {out['dead']} -> {args.output} ({out['seconds']} s, model {model_dir})")
     return 0
 
 
@@ -449,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = metadata_command("runs", cmd_runs, "pipeline runs, newest first: component states, pushed model")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="at most this many runs (default: %(default)s)")
     p = metadata_command("artifacts", cmd_artifacts, "artifacts with URIs and key properties")
     p.add_argument("--run", help="only this run id")
     p.add_argument("--component", help="only this component id (e.g. trainer)")
@@ -488,9 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument(
         "--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)"
     )
-    serve_p.add_argument("--model-name", default="taxi")
-    serve_p.add_argument("--host", default="127.0.0.1")
-    serve_p.add_argument("--port", type=int, default=8501)
+    serve_p.add_argument("--model-name", default="taxi", help="the name in /v1/models/<name> (default: %(default)s)")
+    serve_p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve_p.add_argument("--port", type=int, default=8501, help="port to listen on (default: %(default)s)")
     serve_p.add_argument("--version", type=int, help="pin this version (default: the newest, reloaded as new ones are pushed)")
     serve_p.add_argument("--no-batching", action="store_true", help="one model call per request")
     serve_p.add_argument("--max-batch-size", type=int, default=256, help="instances per batched model call")
@@ -504,7 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--input", required=True, help="file or glob (CSV with a header, or TFRecord of tf.Example)")
     pred.add_argument("--output", required=True, help="folder for predictions-*.csv and dead_letter-*.jsonl")
     pred.add_argument("--model", help="a SavedModel folder (default: the newest version under --model-dir)")
-    pred.add_argument("--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"))
+    pred.add_argument(
+        "--model-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"), help="Pusher's directory (default: %(default)s)"
+    )
+    pred.add_argument("--json", action="store_true", help="print the result (outputs, counts per file) as JSON")
     pred.add_argument("--format", choices=["csv", "tfrecord"], help="default: from the file name")
     pred.add_argument("--key-columns", nargs="+", help="input columns copied to the output (default: all but the label's)")
     pred.add_argument(

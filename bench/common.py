@@ -5,9 +5,22 @@ from __future__ import annotations
 
 
 def execution_seconds(md, run, component: str) -> float:
-    """Wall time of `component` in `run` (ops.queries RunInfo), from its MLMD execution."""
-    execution = md.store.get_executions_by_id([run.components[component].execution_id])[0]
-    return round((execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000, 1)
+    """Wall time of `component` in `run` (ops.queries RunInfo), from its recorded execution."""
+    execution = md.graph.executions[str(run.components[component].execution_id)]
+    return round((execution.updated_ms - execution.created_ms) / 1000, 1)
+
+
+def replace_section(path: str, header: str, lines: list[str]) -> None:
+    """Replaces the section that starts with `header` (a "## " line) in a results page, or adds
+    it at the end, keeping every other section."""
+    import os
+
+    text = open(path).read() if os.path.exists(path) else ""
+    head, found, rest = text.partition(header + "\n")
+    tail = rest.split("\n## ", 1)[1] if found and "\n## " in rest else ""
+    body = "\n".join([header, *lines]).rstrip() + "\n"
+    with open(path, "w") as f:
+        f.write(head.rstrip() + "\n\n" + body + (("\n## " + tail) if tail else ""))
 
 
 def write_page(path: str, lines: list[str]) -> None:

@@ -14,9 +14,11 @@ Signatures of the exported SavedModel:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from modules import features as F
@@ -33,3 +35,205 @@ def serving_raw_spec(raw_feature_spec: Mapping[str, Any]) -> dict[str, tf.Tensor
     """The raw-feature signature's inputs: one dense [batch] tensor per feature the model reads,
     typed as in the raw feature spec (tf.Transform's `raw_feature_spec()`)."""
     return {key: tf.TensorSpec([None], raw_feature_spec[key].dtype, name=key) for key in F.raw_input_keys()}
+
+
+# --- One validator for every way in ----------------------------------------------------------
+# REST (serving/server.py), batch prediction (serving/batch.py) and the Vertex AI endpoint
+# (serving/vertex.py) check rows here, and nowhere else: a row refused by one is refused by the
+# others with the same message. Column-wise, in numpy: no TensorFlow call per value.
+
+STRING, NUMBER, INTEGER = "string", "number", "integer"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+_SHOWN = 40  # characters of a value or a name quoted in a message
+
+
+def shown(value: Any) -> str:
+    """A value (or name) as quoted in an error message, at most ~40 characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value) if not isinstance(value, str) else repr(value[:_SHOWN])
+    return text if len(text) <= _SHOWN + 2 else text[: _SHOWN - 1] + "..."
+
+
+def kind_of(dtype: tf.DType) -> str:
+    return STRING if dtype == tf.string else NUMBER if dtype.is_floating else INTEGER
+
+
+@dataclasses.dataclass(frozen=True)
+class RowContract:
+    """What a row must be: a value (or null) of the right kind for every feature the model
+    reads, within the tensor type's range and the schema's domain; nothing outside the
+    schema's columns.
+
+    Attributes:
+      kinds: feature -> STRING, NUMBER or INTEGER (the raw-feature signature's inputs).
+      domains: feature -> (min, max), from the raw schema stored with the model.
+      columns: every column the schema knows (inputs, label sources, unused columns): others
+        are unknown.
+    """
+
+    kinds: dict[str, str]
+    domains: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    columns: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_model(cls, input_dtypes: Mapping[str, tf.DType], domains: Mapping[str, tuple[float, float]]) -> RowContract:
+        kinds = {name: kind_of(dtype) for name, dtype in input_dtypes.items()}
+        known = frozenset([*kinds, *F.LABEL_SOURCE_KEYS, *F.UNUSED_FEATURES])
+        return cls(kinds, dict(domains), known)
+
+    def unknown(self, names: Iterable[str]) -> list[str]:
+        return sorted(set(names) - self.columns)
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        return [n for n in self.kinds if n not in set(names)]
+
+    def check(self, columns: Mapping[str, Column]) -> list[str | None]:
+        """Per row: None, or the first problem ("feature 'fare' must be ..."). Every feature
+        the model reads must be in `columns`."""
+        rows = len(next(iter(columns.values()))) if columns else 0
+        problems: list[str | None] = [None] * rows
+        for name, kind in self.kinds.items():
+            column = columns[name]
+            for i, message in column.problems(name, kind, self.domains.get(name)):
+                if problems[i] is None:
+                    problems[i] = message
+        return problems
+
+
+@dataclasses.dataclass
+class Column:
+    """One feature's values for a batch of rows, parsed once: `numbers` (float64, NaN where
+    missing or not a number) for numeric features, `strings` for string features, `missing`
+    where null/empty, and `wrong`: row -> the value that is not of the feature's kind."""
+
+    missing: np.ndarray
+    numbers: np.ndarray | None = None
+    strings: list[str | None] | None = None
+    wrong: dict[int, Any] = dataclasses.field(default_factory=dict)
+    # Integers beyond int64, kept exact for the message (float64 cannot hold them).
+    huge: dict[int, int] = dataclasses.field(default_factory=dict)
+    # Integers float64 does not hold exactly (beyond 2**53), kept for the model.
+    exact: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.missing)
+
+    @classmethod
+    def from_json(cls, values: Sequence[Any], kind: str) -> Column:
+        """JSON values (None, str, int, float, bool) of one feature."""
+        n = len(values)
+        missing = np.fromiter((v is None for v in values), bool, n)
+        wrong: dict[int, Any] = {}
+        if kind == STRING:
+            strings: list[str | None] = []
+            for i, v in enumerate(values):
+                if v is None or type(v) is str:
+                    strings.append(v)
+                else:
+                    strings.append(None)
+                    wrong[i] = v
+            return cls(missing, strings=strings, wrong=wrong)
+        numbers = np.full(n, np.nan)
+        huge: dict[int, int] = {}
+        exact: dict[int, int] = {}
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is float:
+                numbers[i] = v
+            elif t is int:
+                if kind == NUMBER:
+                    try:
+                        numbers[i] = float(v)  # range-checked below, as float32
+                    except OverflowError:
+                        huge[i] = v
+                elif INT64_MIN <= v <= INT64_MAX:
+                    numbers[i] = v
+                    if abs(v) > 2**53:
+                        exact[i] = v
+                else:
+                    huge[i] = v
+            elif v is not None:
+                wrong[i] = v
+        return cls(missing, numbers=numbers, wrong=wrong, huge=huge, exact=exact)
+
+    @classmethod
+    def from_text(cls, texts: Any, kind: str) -> Column:
+        """CSV cells of one feature (a pandas Series of str, "" or NaN for empty)."""
+        import pandas as pd
+
+        text = texts.fillna("").astype(str)
+        missing = (text == "").to_numpy()
+        if kind == STRING:
+            return cls(missing, strings=[None if m else t for m, t in zip(missing, text.tolist())])
+        numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
+        # "nan" and "inf" parse as numbers: refused below as not finite, like JSON's NaN.
+        unparsed = np.isnan(numbers) & ~missing & ~text.str.strip().str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
+        wrong = {int(i): text.iat[int(i)] for i in np.flatnonzero(unparsed)}
+        return cls(missing, numbers=numbers, wrong=wrong)
+
+    def problems(self, name: str, kind: str, domain: tuple[float, float] | None) -> Iterator[tuple[int, str]]:
+        """(row, message) for each value this feature does not accept."""
+        what = f"feature {shown(name)}"
+        article = "an" if kind == INTEGER else "a"
+        for i, value in self.wrong.items():
+            yield i, f"{what} must be {article} {kind} or null, got {shown(value)}"
+        if kind == STRING:
+            assert self.strings is not None
+            for i, v in enumerate(self.strings):
+                if v is not None and not v.isascii():
+                    try:
+                        v.encode("utf-8")
+                    except UnicodeEncodeError:
+                        yield i, f"{what} is not valid text (an unpaired surrogate): {shown(v)}"
+            return
+        assert self.numbers is not None
+        x = self.numbers
+        for i, v in self.huge.items():
+            yield i, f"{what} is out of the {'int64' if kind == INTEGER else 'float32'} range: {shown(v)}"
+        reported = np.zeros(len(x), bool)
+        reported[[*self.wrong, *self.huge]] = True
+        present = ~self.missing & ~reported
+        for i in np.flatnonzero(present & ~np.isfinite(x)):
+            yield int(i), f"{what} must be a finite number, got {shown(float(x[i]))}"
+        finite = present & np.isfinite(x)
+        with np.errstate(invalid="ignore"):
+            if kind == INTEGER:
+                fractional = finite & (x != np.floor(x))
+                for i in np.flatnonzero(fractional):
+                    yield int(i), f"{what} must be an integer or null, got {shown(float(x[i]))}"
+                # float64 compares with 2**63 exactly; int64 ends one below it.
+                beyond = finite & ~fractional & ((x < -(2.0**63)) | (x >= 2.0**63))
+                beyond[list(self.exact)] = False
+                finite = finite & ~fractional & ~beyond
+                limit = "int64"
+            else:
+                beyond = finite & (np.abs(x) > FLOAT32_MAX)
+                finite = finite & ~beyond
+                limit = "float32"
+            for i in np.flatnonzero(beyond):
+                yield int(i), f"{what} is out of the {limit} range: {shown(float(x[i]))}"
+            if domain is not None:
+                low, high = domain
+                outside = finite & ((x < low) | (x > high))
+                for i in np.flatnonzero(outside):
+                    value = x[i]
+                    text = shown(int(value)) if kind == INTEGER else shown(float(value))
+                    yield int(i), f"{what} is {text}, outside the schema's domain [{low:g}, {high:g}]"
+
+    def dense(self, kind: str, dtype: Any) -> np.ndarray:
+        """The signature's dense column (valid rows only are meaningful): None becomes the
+        feature's missing-value sentinel."""
+        if kind == STRING:
+            assert self.strings is not None
+            return np.array([F.MISSING_STRING if v is None else v for v in self.strings], dtype=object)
+        assert self.numbers is not None
+        x = np.where(np.isfinite(self.numbers), self.numbers, np.nan)
+        if kind == NUMBER:
+            return x.astype(dtype)
+        with np.errstate(invalid="ignore"):
+            filled = np.where(np.isnan(x) | (np.abs(x) >= 2.0**63), F.MISSING_INT, x).astype(dtype)
+        for i, v in self.exact.items():
+            filled[i] = v
+        return filled

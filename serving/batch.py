@@ -1,10 +1,18 @@
 """Batch predictions with Apache Beam: RunInference with a TensorFlow model handler.
 
 CSV (with a header) or TFRecord files of tf.Example in; out go CSV files of the input's key
-columns plus the predicted probability, and JSON lines of the rows that could not be parsed,
-each with the reason (dead letters). Locally it runs on the DirectRunner; pass Dataflow
-options (--runner=DataflowRunner --project ... --region ... --temp_location gs://...) to
-score data of any size.
+columns plus the predicted probability, and JSON lines of the rows that were not scored, each
+with its file, line and reason (dead letters). Locally it runs on the DirectRunner; pass
+Dataflow options (--runner=DataflowRunner --project ... --region ... --temp_location gs://...)
+to score data of any size.
+
+Every CSV file is read with its own header: files whose columns are in another order are
+scored correctly, and a file whose columns are not the schema's (a model input missing, a
+column the schema does not know) is refused before anything runs, naming the file. Rows are
+checked by the one validator REST and the Vertex endpoint use (modules/contract.py): a row
+the server refuses is a dead letter here, with the same message. Parsing and checking are
+column-wise (numpy, pandas), a chunk of lines at a time. Per file, rows in = rows scored +
+dead letters, counted and returned.
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ import dataclasses
 import gc
 import io
 import json
-import math
 import os
 import threading
 import time
@@ -23,87 +30,142 @@ from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 import apache_beam as beam
+import numpy as np
 import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from modules import features as F
-from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE
-from serving.model_store import dense_columns, input_dtypes
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE, Column, RowContract
+from serving.model_store import Rows, dense_rows, schema_domains
 
 DEAD_LETTER = "dead_letter"
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+METRICS = "predict"
+CHUNK_LINES = 8192
 
 
-def _parse_value(name: str, text: str, dtype: tf.DType):
-    if text == "":
-        return None
-    if dtype == tf.string:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}: not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: not a finite number: {text!r}")
-    if not dtype.min <= value <= dtype.max:
-        # Outside the tensor type, it would fail the whole batch's model call.
-        raise ValueError(f"{name}: out of the {dtype.name} range: {text!r}")
-    if dtype.is_integer:
-        if value != int(value):
-            raise ValueError(f"{name}: not an integer: {text!r}")
-        return int(value)
-    return value
+class InputError(ValueError):
+    """The input cannot be scored as given (no files, a file's columns); nothing was written."""
+
+
+def signature_dtypes(model_dir: str) -> dict[str, tf.DType]:
+    """The raw-feature signature's inputs, read from saved_model.pb without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with tf.io.gfile.GFile(os.path.join(model_dir, "saved_model.pb"), "rb") as f:
+        saved = saved_model_pb2.SavedModel.FromString(f.read())
+    signature = saved.meta_graphs[0].signature_def[SERVING_RAW_SIGNATURE]
+    return {name: tf.as_dtype(info.dtype) for name, info in signature.inputs.items()}
 
 
 @dataclasses.dataclass
 class RowBatch:
-    """Parsed rows, column-wise: what one model call scores. Beam moves batches, not rows:
-    per-element overhead, not the model, bounds a row-per-element pipeline's speed."""
+    """Checked rows, column-wise: what one model call scores, with their key columns. Beam
+    moves batches, not rows: per-element overhead, not the model, bounds a row-per-element
+    pipeline's speed."""
 
     keys: list[list[Any]]
-    features: dict[str, list[Any]]
+    rows: Rows
+    file: str
 
     def __len__(self) -> int:
         return len(self.keys)
 
 
-class ParseCsvBatch(beam.DoFn):
-    """A batch of CSV lines -> one RowBatch on the main output, and a dead letter (with the
-    reason) for each line that cannot be parsed."""
+def _dead(file: str, line: int | None, reason: str, text: str) -> Any:
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, {"file": file, "line": line, "reason": reason, "input": text[:500]})
 
-    def __init__(self, header: list[str], dtypes: dict[str, tf.DType], key_columns: Sequence[str]):
-        self.header, self.dtypes, self.key_columns = header, dtypes, list(key_columns)
 
-    def process(self, lines: list[str]) -> Iterable[Any]:
-        index = {name: i for i, name in enumerate(self.header)}
-        features = [(name, index[name], dtype) for name, dtype in self.dtypes.items()]
-        key_index = [index[k] for k in self.key_columns]
-        width = len(self.header)
-        batch = RowBatch([], {name: [] for name in self.dtypes})
-        for line in lines:
-            try:
-                values = line.split(",") if '"' not in line else next(csv.reader([line]))
-            except (csv.Error, StopIteration) as e:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": f"unreadable CSV: {e}"})
-                continue
-            if values == self.header:
-                continue  # the header line of this or another input file
-            if len(values) != width:
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER, {"input": line, "reason": f"expected {width} columns, got {len(values)}"}
-                )
-                continue
-            try:
-                parsed = [(name, _parse_value(name, values[i], dtype)) for name, i, dtype in features]
-            except ValueError as e:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": line, "reason": str(e)})
-                continue
-            for name, value in parsed:
-                batch.features[name].append(value)
-            batch.keys.append([values[i] for i in key_index])
-        if len(batch):
-            yield batch
+def parse_csv_lines(
+    lines: Sequence[str],
+    first_line: int,
+    header: list[str],
+    contract: RowContract,
+    dtypes: dict[str, tf.DType],
+    key_columns: Sequence[str],
+    file: str,
+) -> tuple[RowBatch | None, list[Any]]:
+    """A chunk of a file's data lines -> (checked rows, dead letters). `first_line` is the
+    1-based line number of lines[0] in the file."""
+    import pandas as pd
+
+    width = len(header)
+    fields, numbers, texts, dead = [], [], [], []
+    for offset, line in enumerate(lines):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        try:
+            values = line.split(",") if '"' not in line else next(csv.reader([line]))
+        except (csv.Error, StopIteration) as e:
+            dead.append(_dead(file, first_line + offset, f"unreadable CSV: {e}", line))
+            continue
+        if len(values) != width:
+            dead.append(_dead(file, first_line + offset, f"expected {width} columns, got {len(values)}", line))
+            continue
+        fields.append(values)
+        numbers.append(first_line + offset)
+        texts.append(line)
+    if not fields:
+        return None, dead
+    by_column = list(zip(*fields))
+    index = {name: i for i, name in enumerate(header)}
+    columns = {
+        name: Column.from_text(pd.Series(by_column[index[name]], dtype=object), kind) for name, kind in contract.kinds.items()
+    }
+    problems = contract.check(columns)
+    bad = [i for i, p in enumerate(problems) if p is not None]
+    for i in bad:
+        dead.append(_dead(file, numbers[i], str(problems[i]), texts[i]))
+    keep = np.ones(len(fields), bool)
+    keep[bad] = False
+    if not keep.any():
+        return None, dead
+    rows = dense_rows(columns, contract, dtypes)
+    if bad:
+        rows = Rows({k: v[keep] for k, v in rows.columns.items()})
+    key_index = [index[k] for k in key_columns]
+    keys = [[values[i] for i in key_index] for values, kept in zip(fields, keep) if kept]
+    return RowBatch(keys, rows, file), dead
+
+
+class ReadCsvFile(beam.DoFn):
+    """One CSV file -> RowBatches of its lines (read with the file's own header), and a dead
+    letter for each line that is not scored; counts per file in Beam metrics."""
+
+    def __init__(
+        self, headers: dict[str, list[str]], contract: RowContract, dtypes: dict[str, tf.DType], key_columns, chunk=CHUNK_LINES
+    ):
+        self.headers, self.contract, self.dtypes, self.key_columns, self.chunk = (
+            headers,
+            contract,
+            dtypes,
+            list(key_columns),
+            chunk,
+        )
+
+    def process(self, path: str) -> Iterable[Any]:
+        header = self.headers[path]
+        rows_in = Metrics.counter(METRICS, f"rows:{path}")
+        dead_out = Metrics.counter(METRICS, f"dead:{path}")
+        with FileSystems.open(path) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+            text.readline()  # this file's header
+            line_number = 2
+            while True:
+                lines = text.readlines(self.chunk * 200) if self.chunk else text.readlines()
+                if not lines:
+                    break
+                batch, dead = parse_csv_lines(lines, line_number, header, self.contract, self.dtypes, self.key_columns, path)
+                rows_in.inc(sum(1 for line in lines if line.strip()))
+                dead_out.inc(len(dead))
+                yield from dead
+                if batch is not None:
+                    yield batch
+                line_number += len(lines)
 
 
 def example_value(feature, name: str):
@@ -112,44 +174,49 @@ def example_value(feature, name: str):
     values = (f.bytes_list.value or f.float_list.value or f.int64_list.value) if f is not None else None
     if not values:
         return None
-    return values[0].decode() if isinstance(values[0], bytes) else values[0]
+    return values[0].decode(errors="replace") if isinstance(values[0], bytes) else values[0]
 
 
 class ParseExampleBatch(beam.DoFn):
     """A batch of serialized tf.Examples -> one RowBatch, and dead letters with reasons."""
 
-    def __init__(self, dtypes: dict[str, tf.DType], key_columns: Sequence[str]):
-        self.dtypes, self.key_columns = dtypes, list(key_columns)
+    def __init__(self, contract: RowContract, dtypes: dict[str, tf.DType], key_columns: Sequence[str], file: str):
+        self.contract, self.dtypes, self.key_columns, self.file = contract, dtypes, list(key_columns), file
 
     def process(self, records: list[bytes]) -> Iterable[Any]:
-        batch = RowBatch([], {name: [] for name in self.dtypes})
+        rows_in = Metrics.counter(METRICS, f"rows:{self.file}")
+        dead_out = Metrics.counter(METRICS, f"dead:{self.file}")
+        rows_in.inc(len(records))
+        parsed, keys, dead = [], [], []
         for record in records:
             try:
                 feature = tf.train.Example.FromString(record).features.feature
             except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError subclasses
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": f"not a tf.Example: {e}"})
+                dead.append(_dead(self.file, None, f"not a tf.Example: {e}", record[:200].hex()))
                 continue
             row = {name: example_value(feature, name) for name in self.dtypes}
             if all(v is None for v in row.values()):
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER, {"input": record[:200].hex(), "reason": "none of the model's features"}
+                dead.append(_dead(self.file, None, "none of the model's features", record[:200].hex()))
+                continue
+            parsed.append(row)
+            keys.append([example_value(feature, k) for k in self.key_columns])
+        batch = None
+        if parsed:
+            columns = {name: Column.from_json([r[name] for r in parsed], kind) for name, kind in self.contract.kinds.items()}
+            problems = self.contract.check(columns)
+            keep = np.array([p is None for p in problems])
+            for i, p in enumerate(problems):
+                if p is not None:
+                    dead.append(_dead(self.file, None, p, json.dumps(parsed[i])))
+            if keep.any():
+                rows = dense_rows(columns, self.contract, self.dtypes)
+                batch = RowBatch(
+                    [k for k, ok in zip(keys, keep) if ok], Rows({k: v[keep] for k, v in rows.columns.items()}), self.file
                 )
-                continue
-            wrong = [n for n, v in row.items() if v is not None and (self.dtypes[n] == tf.string) != isinstance(v, str)]
-            if wrong:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, {"input": record[:200].hex(), "reason": f"{wrong[0]}: wrong type"})
-                continue
-            for name, v in row.items():
-                batch.features[name].append(v)
-            batch.keys.append([example_value(feature, k) for k in self.key_columns])
-        if len(batch):
+        dead_out.inc(len(dead))
+        yield from dead
+        if batch is not None:
             yield batch
-
-
-def _columns(batches: Sequence[RowBatch], dtypes: dict[str, tf.DType]) -> dict[str, tf.Tensor]:
-    """RowBatches -> one dense tensor per model input."""
-    values = {name: [v for b in batches for v in b.features[name]] for name in dtypes}
-    return {name: tf.constant(column) for name, column in dense_columns(values, dtypes).items()}
 
 
 class RawFeatureModelHandler(ModelHandler):
@@ -163,7 +230,7 @@ class RawFeatureModelHandler(ModelHandler):
     is a tf.Module with signatures.
     """
 
-    def __init__(self, model_dir: str, max_row_batches: int = 4):
+    def __init__(self, model_dir: str, max_row_batches: int = 2):
         self.model_dir = model_dir
         self._batching = {"min_batch_size": 1, "max_batch_size": max_row_batches}
 
@@ -172,12 +239,12 @@ class RawFeatureModelHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[PredictionResult]:
         fn = model.signatures[SERVING_RAW_SIGNATURE]
-        dtypes = input_dtypes(fn)
-        probabilities = fn(**_columns(batch, dtypes))[PREDICTION_KEY].numpy()
+        rows = Rows.concat([b.rows for b in batch])
+        probabilities = fn(**{k: tf.constant(v) for k, v in rows.columns.items()})[PREDICTION_KEY].numpy()
         results, start = [], 0
-        for rows in batch:
-            results.append(PredictionResult(rows, probabilities[start : start + len(rows)], self.model_dir))
-            start += len(rows)
+        for b in batch:
+            results.append(PredictionResult(b, probabilities[start : start + len(b)], self.model_dir))
+            start += len(b)
         return results
 
     def batch_elements_kwargs(self):
@@ -204,7 +271,7 @@ class ProgressBar:
     @classmethod
     def count(cls, result: PredictionResult) -> PredictionResult:
         with cls._lock:
-            cls.scored += len(result.example.keys)
+            cls.scored += len(result.example)
         return result
 
     def line(self) -> str:
@@ -259,55 +326,83 @@ def _release_shared_models() -> None:
     gc.collect()
 
 
+def csv_headers(files: Sequence[str], contract: RowContract) -> dict[str, list[str]]:
+    """Each file's header; InputError naming the first file whose columns are not the schema's
+    (a model input missing, or a column the schema does not know)."""
+    headers = {}
+    for path in files:
+        with tf.io.gfile.GFile(path) as f:
+            first = f.readline().lstrip("\ufeff").rstrip("\r\n")
+        header = next(csv.reader([first]), [])
+        missing = contract.missing(header)
+        unknown = contract.unknown(header)
+        if missing or unknown:
+            problem = f"no column {missing[0]!r}" if missing else f"a column the schema does not know: {unknown[0]!r}"
+            raise InputError(f"{path}: {problem} (its header: {','.join(header)[:200]}); nothing was scored")
+        headers[path] = header
+    return headers
+
+
 def predict(
     model_dir: str,
     input_pattern: str,
     output_dir: str,
     key_columns: Sequence[str] | None = None,
     input_format: str | None = None,
-    batch_size: int = 2048,
     beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
     progress: IO[str] | None = None,
-) -> dict[str, str]:
-    """Scores `input_pattern` with the model in `model_dir`; returns the output file prefixes.
-    `progress`: where to show a progress bar (rows scored against the estimated total)."""
-    dtypes = input_dtypes(tf.saved_model.load(model_dir).signatures[SERVING_RAW_SIGNATURE])
-    files = tf.io.gfile.glob(input_pattern)
+) -> dict[str, Any]:
+    """Scores `input_pattern` with the model in `model_dir`. Returns the output file patterns
+    and, per input file, rows read, scored and dead-lettered. `progress`: where to show a
+    progress bar (rows scored against the estimated total)."""
+    dtypes = signature_dtypes(model_dir)
+    contract = RowContract.for_model(dtypes, schema_domains(model_dir))
+    files = sorted(tf.io.gfile.glob(input_pattern))
     if not files:
-        raise FileNotFoundError(f"no input files match {input_pattern}")
+        raise InputError(f"no input files match {input_pattern}")
     input_format = input_format or ("tfrecord" if files[0].endswith((".tfrecord", ".gz")) else "csv")
     if input_format == "csv":
-        with tf.io.gfile.GFile(files[0]) as f:
-            header = next(csv.reader([f.readline()]))
-        missing = sorted(set(dtypes) - set(header))
-        if missing:
-            raise ValueError(f"input has no column {missing[0]!r} (the model reads: {', '.join(dtypes)})")
-        key_columns = list(key_columns) if key_columns else [c for c in header if c not in F.LABEL_SOURCE_KEYS]
-        unknown = sorted(set(key_columns) - set(header))
-        if unknown:
-            raise ValueError(f"--key-columns: no column {unknown[0]!r} in the input")
+        headers = csv_headers(files, contract)
+        common = [c for c in headers[files[0]] if all(c in h for h in headers.values())]
+        key_columns = list(key_columns) if key_columns else [c for c in common if c not in F.LABEL_SOURCE_KEYS]
+        for path, header in headers.items():
+            unknown = sorted(set(key_columns) - set(header))
+            if unknown:
+                raise InputError(f"--key-columns: no column {unknown[0]!r} in {path}")
     else:
         key_columns = list(key_columns or dtypes)
-    os.makedirs(output_dir, exist_ok=True) if "://" not in output_dir else None
+    if "://" not in output_dir:
+        os.makedirs(output_dir, exist_ok=True)
     predictions_prefix = os.path.join(output_dir, "predictions")
     dead_prefix = os.path.join(output_dir, DEAD_LETTER)
     handler = RawFeatureModelHandler(model_dir)
 
     bar = ProgressBar(estimate_rows(files, input_format), progress) if progress is not None else contextlib.nullcontext()
-    with bar, beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+    with bar:
+        p = beam.Pipeline(options=PipelineOptions(list(beam_args)))
         if input_format == "csv":
-            records = p | "Read" >> beam.io.ReadFromText(input_pattern)
-            parse = ParseCsvBatch(header, dtypes, key_columns)
+            parsed = (
+                p
+                | "Files" >> beam.Create(files)
+                | "Parse"
+                >> beam.ParDo(ReadCsvFile(headers, contract, dtypes, key_columns)).with_outputs(DEAD_LETTER, main="rows")
+            )
         else:
-            records = p | "Read" >> beam.io.ReadFromTFRecord(input_pattern)
-            parse = ParseExampleBatch(dtypes, key_columns)
-        parsed = (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=batch_size // 4, max_batch_size=batch_size)
-            | "Parse" >> beam.ParDo(parse).with_outputs(DEAD_LETTER, main="rows")
-        )
+            branches = []
+            for n, path in enumerate(files):
+                branches.append(
+                    p
+                    | f"Read{n}" >> beam.io.ReadFromTFRecord(path)
+                    | f"Batch{n}" >> beam.BatchElements(min_batch_size=512, max_batch_size=CHUNK_LINES)
+                    | f"Parse{n}"
+                    >> beam.ParDo(ParseExampleBatch(contract, dtypes, key_columns, path)).with_outputs(DEAD_LETTER, main="rows")
+                )
+            parsed = {
+                "rows": [b.rows for b in branches] | "Rows" >> beam.Flatten(),
+                DEAD_LETTER: [b[DEAD_LETTER] for b in branches] | "Dead" >> beam.Flatten(),
+            }
         _ = (
-            parsed.rows
+            parsed["rows"]
             | "RunInference" >> RunInference(handler)
             | "Count" >> beam.Map(ProgressBar.count)
             | "Format" >> beam.Map(_to_csv)
@@ -319,5 +414,18 @@ def predict(
             | "DeadLetterJson" >> beam.Map(json.dumps)
             | "WriteDeadLetters" >> beam.io.WriteToText(dead_prefix, file_name_suffix=".jsonl")
         )
+        result = p.run()
+        result.wait_until_finish()
     _release_shared_models()
-    return {"predictions": predictions_prefix + "*.csv", "dead_letters": dead_prefix + "*.jsonl"}
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"] if c.key.metric.namespace == METRICS}
+    per_file = {}
+    for path in files:
+        read, dead = counters.get(f"rows:{path}", 0), counters.get(f"dead:{path}", 0)
+        per_file[path] = {"rows": read, "scored": read - dead, "dead_letters": dead}
+    return {
+        "predictions": predictions_prefix + "*.csv",
+        "dead_letters": dead_prefix + "*.jsonl",
+        "scored": sum(f["scored"] for f in per_file.values()),
+        "dead": sum(f["dead_letters"] for f in per_file.values()),
+        "files": per_file,
+    }

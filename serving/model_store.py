@@ -12,14 +12,13 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from modules import features as F
-from modules.contract import PREDICTION_KEY, RAW_SCHEMA_FILE, SERVING_RAW_SIGNATURE
+from modules.contract import PREDICTION_KEY, RAW_SCHEMA_FILE, SERVING_RAW_SIGNATURE, Column, RowContract, shown
 from pipeline import lineage
 
 logger = logging.getLogger(__name__)
@@ -38,19 +37,28 @@ def input_dtypes(fn) -> dict[str, tf.DType]:
     return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
 
 
-def dense_columns(values: dict[str, list[Any]], dtypes: dict[str, tf.DType]) -> dict[str, np.ndarray]:
-    """Raw values by feature -> the `serving_raw` signature's dense columns; None becomes the
-    feature's missing-value sentinel (F.MISSING_STRING, NaN, F.MISSING_INT)."""
-    out = {}
-    for name, dtype in dtypes.items():
-        column = values[name]
-        if dtype == tf.string:
-            out[name] = np.array([F.MISSING_STRING if v is None else v for v in column], dtype=object)
-        elif dtype.is_floating:
-            out[name] = np.array([math.nan if v is None else v for v in column], dtype=dtype.as_numpy_dtype)
-        else:
-            out[name] = np.array([F.MISSING_INT if v is None else v for v in column], dtype=dtype.as_numpy_dtype)
-    return out
+@dataclasses.dataclass
+class Rows:
+    """Validated rows as the signature's dense columns (what one model call takes)."""
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def slice(self, start: int, stop: int) -> Rows:
+        return Rows({k: v[start:stop] for k, v in self.columns.items()})
+
+    @staticmethod
+    def concat(parts: Sequence[Rows]) -> Rows:
+        if len(parts) == 1:
+            return parts[0]
+        return Rows({k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns})
+
+
+def dense_rows(columns: Mapping[str, Column], contract: RowContract, dtypes: Mapping[str, tf.DType]) -> Rows:
+    """Parsed columns -> the signature's dense columns (None becomes the missing sentinel)."""
+    return Rows({name: columns[name].dense(contract.kinds[name], dtypes[name].as_numpy_dtype) for name in dtypes})
 
 
 def list_versions(base_dir: str) -> list[int]:
@@ -67,27 +75,30 @@ class LoadedModel:
     fn: Any
     input_dtypes: dict[str, tf.DType]
     owner: Any = dataclasses.field(repr=False, default=None)  # keeps the signature's variables alive
-    # Feature -> (min, max) from the raw schema stored with the model (RAW_SCHEMA_FILE).
-    domains: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    # What a row must be: the signature's inputs and the domains of the raw schema stored with
+    # the model (RAW_SCHEMA_FILE); the one validator REST, batch and Vertex share.
+    contract: RowContract = dataclasses.field(default_factory=lambda: RowContract({}))
 
     @classmethod
     def load(cls, path: str, version: int) -> LoadedModel:
         loaded = tf.saved_model.load(path)
         fn = loaded.signatures[SERVING_RAW_SIGNATURE]
-        model = cls(version, path, fn, input_dtypes(fn), loaded, schema_domains(path))
+        dtypes = input_dtypes(fn)
+        model = cls(version, path, fn, dtypes, loaded, RowContract.for_model(dtypes, schema_domains(path)))
         # One call initialises lookup tables, so the first request is not slow.
         model.predict([dict.fromkeys(model.input_dtypes)])
         return model
 
-    def columns(self, instances: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Validated instances -> one dense column per input."""
-        return dense_columns({name: [inst.get(name) for inst in instances] for name in self.input_dtypes}, self.input_dtypes)
+    def rows(self, instances: Sequence[dict[str, Any]]) -> Rows:
+        """Instances (JSON objects) -> validated dense rows; RequestError names the first
+        problem."""
+        return validate_instances({"instances": list(instances)}, self, max_instances=len(instances) or 1)
 
-    def predict_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        return self.fn(**{k: tf.constant(v) for k, v in columns.items()})[PREDICTION_KEY].numpy()
+    def predict_rows(self, rows: Rows) -> np.ndarray:
+        return self.fn(**{k: tf.constant(v) for k, v in rows.columns.items()})[PREDICTION_KEY].numpy()
 
     def predict(self, instances: Sequence[dict[str, Any]]) -> list[float]:
-        return self.predict_columns(self.columns(instances)).tolist()
+        return self.predict_rows(self.rows(instances)).tolist()
 
 
 def request_instances(payload: Any) -> tuple[Any, str]:
@@ -143,14 +154,13 @@ def schema_domains(model_dir: str) -> dict[str, tuple[float, float]]:
     return domains
 
 
-def validate_instances(
-    payload: Any, input_dtypes: dict[str, tf.DType], max_instances: int, domains: dict[str, tuple[float, float]] | None = None
-) -> list[dict[str, Any]]:
-    """Checks a TF Serving / Vertex AI predict body; returns its instances.
+def validate_instances(payload: Any, model: LoadedModel, max_instances: int) -> Rows:
+    """Checks a TF Serving / Vertex AI predict body against the model's contract; returns its
+    instances as dense rows. RequestError names the first problem (bounded in size).
 
-    Each instance is an object with every input feature; null marks a missing value. Features
-    the model does not read (the data's other columns) are accepted and ignored; anything else
-    is an error, as are wrong types.
+    Each instance is an object with every input feature; null marks a missing value. The
+    schema's other columns (label sources, unused columns) are accepted and ignored; anything
+    else is an error, as are values the contract refuses (modules/contract.py).
     """
     if not isinstance(payload, dict) or "instances" not in payload:
         raise RequestError('body must be a JSON object with an "instances" list')
@@ -159,42 +169,22 @@ def validate_instances(
         raise RequestError('"instances" must be a non-empty list')
     if len(instances) > max_instances:
         raise RequestError(f"too many instances: {len(instances)} (at most {max_instances} per request)")
-    ignored = set(F.UNUSED_FEATURES)
+    contract = model.contract
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict):
             raise RequestError(f"instance {i}: must be an object of feature -> value")
-        unknown = sorted(set(inst) - set(input_dtypes) - ignored)
-        if unknown:
-            raise RequestError(f"instance {i}: unknown feature {unknown[0]!r}")
-        for name, dtype in input_dtypes.items():
-            if name not in inst:
-                raise RequestError(f"instance {i}: missing feature {name!r} (send null for a missing value)")
-            value = inst[name]
-            if value is None:
-                continue
-            if dtype == tf.string:
-                ok = isinstance(value, str)
-            elif dtype.is_floating:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            else:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            if not ok:
-                kind = "string" if dtype == tf.string else "number" if dtype.is_floating else "integer"
-                raise RequestError(f"instance {i}: feature {name!r} must be a {kind} or null, got {_shown(value)}")
-            if dtype != tf.string and not dtype.min <= value <= dtype.max:
-                # Outside the tensor type: it would fail the whole batched model call.
-                raise RequestError(f"instance {i}: feature {name!r} is out of the {dtype.name} range: {_shown(value)}")
-            if domains and name in domains and not domains[name][0] <= value <= domains[name][1]:
-                low, high = domains[name]
-                raise RequestError(
-                    f"instance {i}: feature {name!r} is {_shown(value)}, outside the schema's domain [{low:g}, {high:g}]"
-                )
-    return instances
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+        if len(inst) != len(contract.kinds) or not all(k in inst for k in contract.kinds):
+            unknown = contract.unknown(inst)
+            if unknown:
+                raise RequestError(f"instance {i}: unknown feature {shown(unknown[0])}")
+            missing = contract.missing(inst)
+            if missing:
+                raise RequestError(f"instance {i}: missing feature {shown(missing[0])} (send null for a missing value)")
+    columns = {name: Column.from_json([inst[name] for inst in instances], kind) for name, kind in contract.kinds.items()}
+    for i, problem in enumerate(contract.check(columns)):
+        if problem is not None:
+            raise RequestError(f"instance {i}: {problem}")
+    return dense_rows(columns, contract, model.input_dtypes)
 
 
 class ModelStore:

@@ -4,13 +4,16 @@
         {"instances": [{feature: value, ...}]} -> {"predictions": [p]}   (row format)
         {"inputs": {feature: [values]}}       -> {"outputs": [p]}       (columnar format)
   POST /predict, or AIP_PREDICT_ROUTE       the same bodies (Vertex AI custom container)
-  GET  /v1/models/<name>                    version status (TF Serving)
+  GET  /v1/models/<name>[/versions/<v>]     version status (TF Serving)
   GET  /v1/models/<name>[/versions/<v>]/metadata   the signature, as TF Serving describes it
   GET  /healthz                    the process is up
   GET  /readyz                     a model is loaded (503 until then)
 
 Concurrent requests are grouped into one model call (server-side batching): a batch is cut
 when it reaches `max_batch_size` instances or its first request has waited `batch_timeout_ms`.
+No client can stall the others: a big request is checked off the event loop (vectorised, by
+the one validator of modules/contract.py) and scored in chunks of at most `max_batch_size`
+instances, queued one after the other, so single-row requests are batched in between.
 A poller loads newly pushed versions and swaps them in; requests already running finish on
 the version they started with.
 """
@@ -28,8 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE
-from serving.model_store import LoadedModel, ModelStore, NoModelError, RequestError, request_instances, validate_instances
+from modules.contract import PREDICTION_KEY, SERVING_RAW_SIGNATURE, shown
+from serving.model_store import LoadedModel, ModelStore, NoModelError, RequestError, Rows, request_instances, validate_instances
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("serving.access")
@@ -71,10 +74,17 @@ class Batcher:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def predict(self, instances: list[dict]) -> tuple[list[float], int]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((instances, future))
-        return await future
+    async def predict(self, rows: Rows) -> tuple[list[float], int]:
+        """Scores `rows` in chunks of at most max_batch_size, each queued after the one before
+        has been scored: other requests are batched in between, not behind all of it."""
+        predictions: list[float] = []
+        version = -1
+        for start in range(0, len(rows), self.max_batch_size):
+            future = asyncio.get_running_loop().create_future()
+            await self.queue.put((rows.slice(start, start + self.max_batch_size), future))
+            chunk, version = await future
+            predictions.extend(chunk)
+        return predictions, version
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,8 +104,8 @@ class Batcher:
                 size += len(item[0])
             try:
                 model = self.store.current
-                flat = [inst for instances, _ in batch for inst in instances]
-                predictions = await loop.run_in_executor(self.executor, model.predict, flat)
+                flat = Rows.concat([rows for rows, _ in batch])
+                predictions = (await loop.run_in_executor(self.executor, model.predict_rows, flat)).tolist()
             except NoModelError as e:
                 for _, future in batch:
                     if not future.done():
@@ -103,9 +113,9 @@ class Batcher:
                 continue
             except Exception:  # noqa: BLE001 - one request's problem must not fail the others
                 logger.warning("a batched model call failed; answering its %d requests one by one", len(batch))
-                for instances, future in batch:
+                for rows, future in batch:
                     try:
-                        alone = await loop.run_in_executor(self.executor, model.predict, instances)
+                        alone = (await loop.run_in_executor(self.executor, model.predict_rows, rows)).tolist()
                     except Exception as e:  # noqa: BLE001 - this request's own error, to its own client
                         if not future.done():
                             future.set_exception(e)
@@ -114,14 +124,36 @@ class Batcher:
                             future.set_result((alone, model.version))
                 continue
             start = 0
-            for instances, future in batch:
+            for rows, future in batch:
                 if not future.done():
-                    future.set_result((predictions[start : start + len(instances)], model.version))
-                start += len(instances)
+                    future.set_result((predictions[start : start + len(rows)], model.version))
+                start += len(rows)
+
+
+# Bodies above this size are parsed and checked on a thread, not on the event loop.
+INLINE_BODY_BYTES = 16 * 1024
+# An error message is at most this long (names and values in it are shortened already).
+MAX_ERROR_CHARS = 1000
 
 
 def _error(status: int, message: str) -> web.Response:
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
     return web.json_response({"error": message}, status=status)
+
+
+def _parse(body: bytes, model: LoadedModel, max_instances: int) -> tuple[Any, str, Rows]:
+    """A request body -> (payload, response key, validated rows). RequestError on any problem."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python parses
+        raise RequestError(f"malformed JSON: {shown(str(e))}") from None
+    payload, answer_key = request_instances(payload)
+    return payload, answer_key, validate_instances(payload, model, max_instances)
 
 
 def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.Application:
@@ -133,9 +165,12 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
     app["cfg"], app["store"], app["executor"] = cfg, store, executor
     request_log = open(cfg.request_log, "a") if cfg.request_log else None
 
-    async def predict_direct(instances: list[dict]) -> tuple[list[float], int]:
+    # Parsing and checking big bodies: off the event loop, which keeps answering other clients.
+    parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+
+    async def predict_direct(rows: Rows) -> tuple[list[float], int]:
         model: LoadedModel = store.current
-        return await asyncio.get_running_loop().run_in_executor(executor, model.predict, instances), model.version
+        return (await asyncio.get_running_loop().run_in_executor(executor, model.predict_rows, rows)).tolist(), model.version
 
     async def predict(request: web.Request) -> web.Response:
         name = request.match_info.get("model")
@@ -148,24 +183,22 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
         wrong_version = _wrong_version(request, model)
         if wrong_version:
             return wrong_version
+        body = await request.read()
         try:
-            payload = json.loads(await request.read())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return _error(400, f"malformed JSON: {e}")
-        except RecursionError:
-            return _error(400, "malformed JSON: nested too deeply")
-        try:
-            payload, answer_key = request_instances(payload)
-            instances = validate_instances(payload, model.input_dtypes, cfg.max_instances, model.domains)
+            if len(body) <= INLINE_BODY_BYTES:
+                payload, answer_key, rows = _parse(body, model, cfg.max_instances)
+            else:
+                parsed = asyncio.get_running_loop().run_in_executor(parser, _parse, body, model, cfg.max_instances)
+                payload, answer_key, rows = await parsed
         except RequestError as e:
             return _error(400, str(e))
-        request["instances"] = len(instances)
+        request["instances"] = len(rows)
         if request_log is not None:
             request_log.write(json.dumps({"instances": payload["instances"]}) + "\n")
             request_log.flush()
         run = app["batcher"].predict if cfg.batching else predict_direct
         try:
-            predictions, version = await run(instances)
+            predictions, version = await run(rows)
         except NoModelError as e:
             return _error(503, str(e))
         except Exception as e:  # noqa: BLE001 - this request alone failed in the model; say why
@@ -179,6 +212,9 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
             return _error(404, f"no model named {request.match_info['model']!r}")
         if not store.ready:
             return web.json_response({"model_version_status": []}, status=503)
+        wrong_version = _wrong_version(request, store.current)
+        if wrong_version:
+            return wrong_version
         return web.json_response(
             {
                 "model_version_status": [
@@ -233,6 +269,7 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
         if app["batcher"].task:
             app["batcher"].task.cancel()
         executor.shutdown(wait=False)
+        parser.shutdown(wait=False)
         if request_log is not None:
             request_log.close()
 
@@ -243,6 +280,7 @@ def create_app(cfg: ServerConfig, model_store: ModelStore | None = None) -> web.
     app.router.add_get("/v1/models/{model:[^/:]+}/versions/{version:[0-9]+}/metadata", metadata)
     app.router.add_post("/predict", predict)
     app.router.add_get("/v1/models/{model:[^/:]+}", status)
+    app.router.add_get("/v1/models/{model:[^/:]+}/versions/{version:[0-9]+}", status)
     app.router.add_get("/v1/models/{model:[^/:]+}/metadata", metadata)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -136,7 +136,7 @@ BAD = [
     ({"instances": [dict(instances(ROWS[:1])[0], colour="red")]}, "unknown feature 'colour'"),
     ({"instances": [{k: v for k, v in instances(ROWS[:1])[0].items() if k != "fare"}]}, "missing feature 'fare'"),
     ({"instances": [dict(instances(ROWS[:1])[0], fare="twelve")]}, "feature 'fare' must be a number or null"),
-    ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=3.5)]}, "feature 'trip_start_hour' must be a integer"),
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=3.5)]}, "feature 'trip_start_hour' must be an integer"),
     ({"instances": [dict(instances(ROWS[:1])[0], payment_type=1)]}, "feature 'payment_type' must be a string"),
     ({"instances": instances(ROWS[:1]) * 1001}, "too many instances: 1001"),
     # Values that pass a type check but not the tensor: alone in a batch, they failed it.
@@ -150,7 +150,13 @@ BAD = [
         {"instances": [dict(instances(ROWS[:1])[0], trip_start_hour=31)]},
         "'trip_start_hour' is 31, outside the schema's domain [0, 23]",
     ),
-    ('{"instances": [' + json.dumps(dict(instances(ROWS[:1])[0], fare=math.nan)) + "]}", "'fare' must be a number"),
+    ('{"instances": [' + json.dumps(dict(instances(ROWS[:1])[0], fare=math.nan)) + "]}", "'fare' must be a finite number"),
+    # Fuzz cases that were 500s or echoed a whole body back.
+    ('{"instances": [{"fare": ' + "7" * 5000 + "}]}", "malformed JSON"),
+    ({"instances": [dict(instances(ROWS[:1])[0], company="\ud800")]}, "'company' is not valid text (an unpaired surrogate)"),
+    ({"instances": [dict(instances(ROWS[:1])[0], **{"x" * 5_000_000: 1})]}, "unknown feature 'xxxxxxxx"),
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_miles=10**30)]}, "'trip_miles' is out of the float32 range"),
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_start_day=True)]}, "'trip_start_day' must be an integer or null, got True"),
     ("[" * 100_000, "nested too deeply"),
     ('{"instances": [{"fare": 1', "malformed JSON"),
     ("", "malformed JSON"),
@@ -179,7 +185,7 @@ def test_bad_requests_get_400_with_reason_while_good_ones_succeed(server, two_ve
             assert payload["predictions"][0] == pytest.approx(want[detail], rel=1e-5, abs=1e-6)
         else:
             assert status == 400, payload
-            assert detail in payload["error"]
+            assert detail in payload["error"] and len(payload["error"]) <= 1000
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
     # The access log: one JSON object per request, as a log shipper reads it.
     server.log.flush()
@@ -359,7 +365,8 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     assert len(predicted) == len(body) + len(broken) - len(dead)
     reasons = " | ".join(d["reason"] for d in dead)
     assert "expected 18 columns, got 3" in reasons and "expected 18 columns, got 19" in reasons
-    assert "fare: not a number: 'twelve'" in reasons
+    # The message the server gives for the same value (one validator for both).
+    assert "feature 'fare' must be a number or null, got 'twelve'" in reasons
     assert set(predicted[0]) == {"trip_start_timestamp", "fare", "probability"}
     probabilities = [float(r["probability"]) for r in predicted]
     assert all(0 <= p <= 1 for p in probabilities) and not any(math.isnan(p) for p in probabilities)
@@ -367,6 +374,44 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     rows = read_rows(1000, start=UNSEEN_START)
     want = sorted(np.round(expected(old, instances(rows)), 5))
     assert sorted(round(p, 5) for p in probabilities) == pytest.approx(want, abs=2e-5)
+
+
+def test_batch_reads_each_file_with_its_own_header_and_checks_rows_as_the_server_does(two_versions, server, tmp_path):
+    """Two files with their columns in other orders are scored exactly as the server scores the
+    same rows; a row the server refuses is a dead letter with the server's message; rows in =
+    rows scored + dead letters, per file; a file whose columns are not the schema's is refused,
+    naming it, before anything runs."""
+    import pandas as pd
+
+    old, _, _ = two_versions
+    frame = pd.read_csv(DATA_CSV, dtype=str, keep_default_na=False).iloc[UNSEEN_START : UNSEEN_START + 300]
+    frame = frame.assign(key=[str(i) for i in range(len(frame))])
+    bad = frame.iloc[[7]].assign(trip_start_month="19", key="bad")
+    src = tmp_path / "in"
+    src.mkdir()
+    columns = list(frame.columns)
+    frame.iloc[:150].to_csv(src / "part-1.csv", index=False, columns=columns)
+    shuffled = columns[::-1]  # hour and month, and everything else, in another order
+    pd.concat([frame.iloc[150:], bad]).to_csv(src / "part-2.csv", index=False, columns=shuffled)
+    out = batch.predict(old, str(src / "*.csv"), str(tmp_path / "out"), key_columns=["key"])
+    assert out["files"] == {
+        str(src / "part-1.csv"): {"rows": 150, "scored": 150, "dead_letters": 0},
+        str(src / "part-2.csv"): {"rows": 151, "scored": 150, "dead_letters": 1},
+    }
+    scored = {r["key"]: float(r["probability"]) for f in glob.glob(out["predictions"]) for r in csv.DictReader(open(f))}
+    # What the server answers for the same rows (typed as JSON clients send them).
+    rows = read_rows(300, start=UNSEEN_START)
+    response = server.predict({"instances": instances(rows)}).json()["predictions"]
+    assert [scored[str(i)] for i in range(300)] == pytest.approx(response, abs=2e-6)
+    (dead,) = [json.loads(line) for f in glob.glob(out["dead_letters"]) for line in open(f)]
+    refused = server.predict({"instances": [dict(instances(rows[7:8])[0], trip_start_month=19)]}).json()["error"]
+    assert refused == f"instance 0: {dead['reason']}" and dead["file"].endswith("part-2.csv") and dead["line"] == 152
+    assert "'trip_start_month' is 19, outside the schema's domain [1, 12]" in refused
+
+    frame.drop(columns=["fare"]).to_csv(src / "part-3.csv", index=False)
+    with pytest.raises(batch.InputError, match=r"part-3.csv: no column 'fare'"):
+        batch.predict(old, str(src / "*.csv"), str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
 
 
 def test_the_predict_command_exits_cleanly(two_versions, tmp_path):
