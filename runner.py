@@ -14,7 +14,7 @@ Examples:
   python runner.py run --accept-anomalies payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES
   python runner.py run --tune 8                         # tune (8 trials), then train with the best
   python runner.py validate --data new_batch.csv        # skew against the served model's data
-  python runner.py report --output report.html          # the latest run as one HTML page
+  python runner.py report                               # the latest run as one HTML page
   python runner.py rollback [--to VERSION]              # serve an earlier pushed model again
   python runner.py serve                                # REST predictions from outputs/serving
   python runner.py predict --input data/taxi.csv --output /tmp/scored
@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if "--verbose" in sys.argv els
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
@@ -66,8 +67,10 @@ EXAMPLES = {
   runner.py artifacts --type Model
   runner.py artifacts --component data_gate --json""",
     "lineage": """examples:
+  runner.py lineage served                              # the model being served
   runner.py lineage 1795322187                          # a pushed version
-  runner.py lineage 42 --downstream                     # an artifact id""",
+  runner.py lineage 42 --downstream                     # an artifact id
+  runner.py lineage served --metadata vertex://my-project/us-central1   # production's""",
     "compare": """examples:
   runner.py compare                                     # the served model vs the one before
   runner.py compare 1795322187 1795300000
@@ -76,8 +79,8 @@ EXAMPLES = {
   runner.py validate --data todays_batch.csv
   runner.py validate --data requests.jsonl --json       # what serve --request-log wrote""",
     "report": """examples:
-  runner.py report --output report.html
-  runner.py report RUN_ID --serving-data requests.jsonl""",
+  runner.py report                                      # -> outputs/report.html
+  runner.py report RUN_ID --serving-data requests.jsonl --output /tmp/run.html""",
     "rollback": """examples:
   runner.py rollback                                    # the version before the served one
   runner.py rollback --to 1795322187""",
@@ -262,8 +265,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     local.check_store(cfg)
     print(f"progress [{time.monotonic() - began:6.1f}s] {cfg.data_root} -> {args.output}", file=sys.stderr, flush=True)
     start = time.time()
-    # Stdout carries the result only; progress (Keras prints each epoch there) goes to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
+    # Stdout carries the result only. What the libraries print there (Keras's epoch lines,
+    # KerasTuner's tables and terminal control codes) goes to stderr with --verbose, else
+    # nowhere: the progress lines say what is happening.
+    with contextlib.redirect_stdout(sys.stderr if args.verbose else io.StringIO()):
         summary = local.run(cfg, progress=began)
     summary["wall_seconds"] = round(time.time() - start, 1)
     print(local.format_summary(summary) if not args.json else json.dumps(summary, indent=2))
@@ -462,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--component", help="only this component id (e.g. trainer)")
     p.add_argument("--type", help="only this type (e.g. Model, Examples, PushedModel)")
     p = metadata_command("lineage", cmd_lineage, "the graph upstream (or downstream) of an artifact")
-    p.add_argument("ref", help="artifact id or pushed model version")
+    p.add_argument("ref", help="artifact id, pushed model version, or 'served' (the model being served)")
     p.add_argument("--downstream", action="store_true", help="what consumed it, instead of what produced it")
     p = metadata_command("compare", cmd_compare, "two models' evaluations side by side, and what differed in their inputs")
     p.add_argument("model_a", nargs="?", help="pushed version or artifact id (default: the serving model)")
@@ -482,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="pushed version or artifact id (default: the newest pushed model)")
     p = metadata_command("report", cmd_report, "one static HTML report of a run: statistics, anomalies, drift, skew, evaluation")
     p.add_argument("run", nargs="?", help="run id (default: the latest run)")
-    p.add_argument("--output", default="report.html", help="default: %(default)s")
+    p.add_argument(
+        "--output", default=os.path.join(DEFAULT_OUTPUT, "report.html"), help="the HTML file to write (default: %(default)s)"
+    )
     p.add_argument("--schema", default=DEFAULT_SCHEMA, help="default: %(default)s")
     p.add_argument("--serving-data", help="also report skew of this serving data (as for validate)")
     p = metadata_command("rollback", cmd_rollback, "serve an earlier pushed model again (recorded in ML Metadata)")

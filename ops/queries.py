@@ -35,6 +35,10 @@ KEY_PROPERTIES = (
 )
 
 
+# The reference to the served push, wherever a model or version is asked for.
+SERVED = "served"
+
+
 def prop(artifact: Artifact | Execution | None, name: str) -> Any:
     """A property's value for display, or None."""
     return None if artifact is None else artifact.props.get(name)
@@ -204,8 +208,14 @@ class Metadata:
         return lineage.served(self.graph)
 
     def resolve(self, ref: str) -> Artifact:
-        """One of this pipeline's artifacts, by pushed model version or by artifact id."""
+        """One of this pipeline's artifacts: `served` (the push being served), a pushed model
+        version or an artifact id."""
         ref = str(ref).strip()
+        if ref == SERVED:
+            served = self.served()
+            if served is None:
+                raise MetadataError(f"pipeline {self.pipeline_name!r} has pushed no model")
+            return served
         for a in self.pushed_models():
             if lineage.pushed_version(a) == ref:
                 return a

@@ -166,10 +166,25 @@ def _categorical_chart(splits: dict[str, Any], width: int = 300, shown: int = 6)
     return f'<svg width="{width}" height="{height}" role="img" aria-label="most frequent values">{"".join(parts)}</svg>'
 
 
-def _missing(f, total: int) -> float:
+def _values(f, total: int) -> int:
+    """Rows with a value (a CSV's empty cell is a feature present with no value: values are
+    counted, not presence)."""
     common = f.num_stats.common_stats if f.HasField("num_stats") else f.string_stats.common_stats
-    # A CSV's empty cell is a feature present with no value: count values, not presence.
-    return 1 - min(common.tot_num_values, total) / total if total else 0.0
+    return min(int(common.tot_num_values), total)
+
+
+def _missing_cell(f, total: int) -> str:
+    """The share of rows without a value, in words that match the numbers beside it: "all
+    missing" only when no row has one; a handful of values is counted, not rounded away."""
+    have = _values(f, total)
+    if total == 0 or have == total:
+        return "0.0%"
+    if have == 0:
+        return '<span class="bad">all missing</span>'
+    if have < 0.005 * total:
+        return f'<span class="bad">{have:,} of {total:,} have a value</span>'
+    share = 1 - have / total
+    return f'<span class="warn">{"&lt;0.1%" if share < 0.001 else f"{share:.1%}"}</span>'
 
 
 def statistics_rows(by_split: dict[str, Any], flags: dict[str, list[str]]) -> tuple[list[list[Any]], set[int]]:
@@ -188,10 +203,7 @@ def statistics_rows(by_split: dict[str, Any], flags: dict[str, list[str]]) -> tu
             if split not in splits:
                 missing_cells.append("")
                 continue
-            share = _missing(splits[split], totals[split])
-            css = "bad" if share >= 0.995 else "warn" if share > 0 else ""
-            text = "all missing" if share >= 0.995 else "&lt;0.1%" if 0 < share < 0.001 else f"{share:.1%}"
-            missing_cells.append(f'<span class="{css}">{text}</span>' if css else text)
+            missing_cells.append(_missing_cell(splits[split], totals[split]))
         if first.HasField("num_stats"):
             s = first.num_stats
             summary = f"mean {_fmt(s.mean)}, sd {_fmt(s.std_dev)}, min {_fmt(s.min)}, max {_fmt(s.max)}"
@@ -202,7 +214,7 @@ def statistics_rows(by_split: dict[str, Any], flags: dict[str, list[str]]) -> tu
         else:
             continue
         badges = "".join(f'<span class="badge">{_e(k)}</span>' for k in flags.get(name, []))
-        all_missing = any("all missing" in c for c in missing_cells)
+        all_missing = any('class="bad"' in c for c in missing_cells)
         if badges or all_missing:
             flagged.add(len(rows))
         rows.append([f"<b>{_e(name)}</b><br>{badges}", _e(type(first).Type.Name(first.type)), *missing_cells, summary, chart])

@@ -18,6 +18,7 @@ redacted form, so a component running in the same process reconnects without it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -134,15 +135,12 @@ def redact(uri: str | None) -> str | None:
     return uri
 
 
-def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore:
-    """Opens an existing store (for reading, by default). A missing SQLite file is an error,
-    not a new store."""
-    config = connection_config(uri, read_only=read_only)
-    if config.HasField("sqlite") and not os.path.isfile(config.sqlite.filename_uri):
-        raise MetadataError(f"no metadata store at {config.sqlite.filename_uri} (run the pipeline first)")
+def check_reachable(uri: str, config: metadata_store_pb2.ConnectionConfig | None = None) -> None:
+    """A database server's port answers; else MetadataError, one line. (A server that is not
+    there is the common mistake, and MLMD's own error for it is empty for MySQL, "errno: ,
+    error:", after ten lines of C++ logs.)"""
+    config = config or connection_config(uri)
     if config.HasField("postgresql") or config.HasField("mysql"):
-        # A server that is not there is the common mistake, and MLMD's own error for it is
-        # empty for MySQL ("errno: , error:"): check the port first, and do not retry.
         db = config.mysql if config.HasField("mysql") else config.postgresql
         try:
             socket.create_connection((db.host, int(db.port)), timeout=5).close()
@@ -150,7 +148,17 @@ def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore
             raise MetadataError(
                 f"cannot open the metadata store {redact(uri)}: cannot reach {db.host}:{db.port} ({e.strerror or e})"
             ) from e
-        config.retry_options.max_num_retries = 1
+
+
+def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore:
+    """Opens an existing store (for reading, by default). A missing SQLite file is an error,
+    not a new store."""
+    config = connection_config(uri, read_only=read_only)
+    if config.HasField("sqlite") and not os.path.isfile(config.sqlite.filename_uri):
+        raise MetadataError(f"no metadata store at {config.sqlite.filename_uri} (run the pipeline first)")
+    if config.HasField("postgresql") or config.HasField("mysql"):
+        check_reachable(uri, config)
+        config.retry_options.max_num_retries = 1  # checked above: do not retry for minutes
     with _captured_fd2() as native_log:
         try:
             return metadata_store.MetadataStore(config)
@@ -183,3 +191,33 @@ def _captured_fd2():
             os.close(saved)
             tmp.seek(0)
             lines.extend(tmp.read().splitlines())
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every metadata store password this process knows (from a URI, or the
+    environment) with *** in log records, TFX's and ML Metadata's own lines included (TFX
+    logs its whole deployment config, the connection config in it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = [p for p in (*_passwords.values(), os.environ.get(PASSWORD_ENV)) if p]
+        if secrets:
+            message = record.getMessage()
+            if any(secret in message for secret in secrets):
+                for secret in secrets:
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, ()
+        return True
+
+
+def redact_logs() -> None:
+    """Installs RedactSecrets on the root logger's handlers and absl's (idempotent)."""
+    handlers = list(logging.getLogger().handlers)
+    try:
+        from absl import logging as absl_logging
+
+        handlers.append(absl_logging.get_absl_handler())
+    except ImportError:
+        pass
+    for handler in handlers:
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())

@@ -95,8 +95,11 @@ def build_config(
 
 
 def check_store(cfg: configs.PipelineConfig) -> None:
-    """Refuses a store a local run cannot use, before anything is written."""
-    if mlmd_store.connection_config(store_uri(cfg)).HasField("postgresql"):
+    """Refuses a store a local run cannot use, before anything is written: malformed, not
+    reachable (the one-line error every command gives), or PostgreSQL."""
+    config = mlmd_store.connection_config(store_uri(cfg))
+    mlmd_store.check_reachable(store_uri(cfg), config)
+    if config.HasField("postgresql"):
         # It would fail part-way through the run, at the first property holding a backslash.
         raise configs.ConfigError(
             "metadata_uri: ml-metadata 1.16's PostgreSQL backend cannot store TFX runs (it mis-quotes "

@@ -255,5 +255,13 @@ def changed_records(before: dict, after: dict) -> dict[str, list[int]]:
 def readme_request_body() -> dict:
     """The request body the README shows (its curl command), as a client would copy it."""
     text = (ROOT / "README.md").read_text()
-    body = text.split("curl -s localhost:8501/v1/models/taxi:predict -d '", 1)[1].split("'", 1)[0]
+    body = text.split("localhost:8501/v1/models/taxi:predict -d '", 1)[1].split("'", 1)[0]
     return json.loads(body)
+
+
+def readme_tour() -> str:
+    """The README's tour: the first bash block after its "After the first run" heading, as
+    written."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## After the first run", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]

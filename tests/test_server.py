@@ -81,6 +81,8 @@ def test_the_tf_serving_api_and_its_errors(serving_dir):
             ("GET", "/v1/models/taxi", None),
             ("GET", "/nothing/here", None),
             ("GET", "/readyz", None),
+            ("GET", "/v1/models/taxi/versions/7", None),
+            ("GET", "/v1/models/taxi/versions/8", None),
         ],
     )
     (s1, r1), (s2, r2), (s3, r3), *rest = responses
@@ -95,15 +97,46 @@ def test_the_tf_serving_api_and_its_errors(serving_dir):
     assert "signature_name 'classify'" in messages[2]
     assert "out of the int64 range" in messages[3]
     assert "'fare' is -50.0, outside the schema's domain [0, 10000]" in messages[4]
-    assert "'fare' must be a number" in messages[5]
+    assert "'fare' must be a finite number" in messages[5]
     assert "nested too deeply" in messages[6]
     assert "the same length" in messages[7]
-    (_, meta), (_, status), (s404, not_found), (_, ready) = rest[8:]
+    (_, meta), (_, status), (s404, not_found), (_, ready), (s7, status7), (s8, status8) = rest[8:]
+    # TF Serving's status API for one version: the loaded one, else a JSON 404.
+    assert s7 == 200 and status7["model_version_status"][0] == {
+        "version": "7",
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+    assert s8 == 404 and "serves version 7" in status8["error"]
     assert meta["model_spec"]["version"] == "7"
     assert meta["metadata"]["signature_def"]["signature_def"]["serving_raw"]["inputs"]["fare"]["dtype"] == "DT_FLOAT"
     assert status["model_version_status"][0]["version"] == "7"
     assert s404 == 404 and "error" in not_found
     assert ready == {"status": "ready", "model_version": "7"}
+
+
+def test_a_big_request_is_scored_in_chunks_with_the_same_answers(serving_dir):
+    """1,000 instances with a batch size of 64: scored as 16 chunks queued one after the other,
+    with single-row requests answered meanwhile; the answers are the model's own, in order."""
+    insts = instances(1000)
+    want = LoadedModel.load(str(serving_dir / "7"), 7).predict(insts)
+    cfg = ServerConfig(model_dir=str(serving_dir), poll_seconds=3600, max_batch_size=64)
+
+    async def go():
+        app = create_app(cfg)
+        async with TestClient(TestServer(app)) as client:
+
+            async def post(body):
+                response = await client.post("/v1/models/taxi:predict", data=json.dumps(body))
+                return response.status, await response.json()
+
+            return await asyncio.gather(post({"instances": insts}), *(post({"instances": [i]}) for i in insts[:20]))
+
+    (status, big), *singles = asyncio.run(go())
+    assert status == 200
+    np.testing.assert_allclose(big["predictions"], want, rtol=1e-5, atol=1e-6)
+    for i, (s, body) in enumerate(singles):
+        assert s == 200 and body["predictions"][0] == pytest.approx(want[i], rel=1e-5, abs=1e-6)
 
 
 def test_vertex_routes_a_single_model_and_the_request_log(exported_model, tmp_path):

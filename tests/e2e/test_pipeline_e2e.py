@@ -148,3 +148,32 @@ def test_tensorboard_serves_the_trainers_curves_from_the_venv(s1_first, tmp_path
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.mark.xdist_group("full")
+def test_the_readme_tour_works_as_written(full_data_run, tmp_path):
+    """The README's tour, from the README text itself, in bash as a new user runs it after
+    `make run`: a fresh shell whose `python` is not the project's (its first line activates
+    the environment), the outputs of a default run on the bundled data."""
+    import subprocess
+
+    from helpers import ROOT, readme_tour
+
+    cfg, summary = full_data_run
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH=path, PIPELINE_OUTPUT=os.path.dirname(cfg.metadata_uri))
+    env.pop("PIPELINE_METADATA", None)
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + readme_tour()], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    version = os.path.basename(summary["pushed_model"])
+    assert summary["run_id"] in out and version in out  # runs
+    assert "PushedModel #" in out and "<- trainer" in out  # lineage served
+    response = json.loads(next(line for line in out.splitlines() if line.startswith('{"predictions"')))
+    assert 0 <= response["predictions"][0] <= 1 and response["model_version"] == version  # curl
+    assert "scored 15002, dead letters 0 -> /tmp/scored" in out  # predict
+    assert "ok: no anomalies" in out  # validate
+    assert os.path.isfile(os.path.join(os.path.dirname(cfg.metadata_uri), "report.html"))  # report

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
-from helpers import SCHEMA_PATH, write_span
+from helpers import ROOT, SCHEMA_PATH, write_span
 from modules.hparams import HParams, from_tuned
 from modules.trainer import TRAINING_RECORD
 from ops.queries import Metadata, open_metadata
@@ -34,16 +36,42 @@ def record(md: Metadata, run) -> dict:
 
 @pytest.fixture(scope="session")
 def tuned(tmp_path_factory):
+    """`runner.py run --tune 3` as an operator runs it, without --verbose."""
     root = tmp_path_factory.mktemp("tuning")
     write_span(root / "data", 1)
     cfg = config(root, tune_trials=3)
-    local.run(cfg)
+    argv = [
+        sys.executable,
+        str(ROOT / "runner.py"),
+        "run",
+        "--tune",
+        "3",
+        "--data",
+        str(root / "data"),
+        "--output",
+        str(root / "out"),
+    ]
+    argv += ["--train-steps", "200", "--hparams", json.dumps({"steps_per_eval": 100}), "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1200, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
     md = open_metadata(cfg.metadata_uri, cfg.pipeline_name)
-    return root, cfg, md, md.latest_run()
+    return root, cfg, md, md.latest_run(), done
+
+
+def test_tuning_is_quiet_without_verbose(tuned):
+    """Without --verbose: the summary on stdout, progress lines on stderr, and nothing else
+    (no KerasTuner search space, trial tables, epoch lines or terminal control codes)."""
+    *_, done = tuned
+    assert json.loads(done.stdout)["status"] == "complete"
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("progress [") for line in lines), [
+        line for line in lines if not line.startswith("progress [")
+    ][:10]
+    assert "\x1b" not in done.stderr and "Trial" not in done.stderr and "Epoch" not in done.stderr
 
 
 def test_the_tuner_searches_from_the_defaults_and_the_trainer_trains_with_its_best(tuned):
-    _, cfg, md, run = tuned
+    _, cfg, md, run, _ = tuned
     assert run.components[P.TUNER].state == "ran"
     results = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TUNER, "tuner_results").uri, "tuner_results.json")).read())
     assert len(results) == 3
@@ -61,7 +89,7 @@ def test_the_tuner_searches_from_the_defaults_and_the_trainer_trains_with_its_be
 
 
 def test_a_later_run_without_tune_trains_with_the_newest_tuning(tuned, cli):
-    root, cfg, md, first = tuned
+    root, cfg, md, first, _ = tuned
     later = config(root, train_steps=150)  # another budget: the Trainer runs again
     local.run(later)
     md.refresh()
