@@ -575,6 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # dependency deprecation notices
         for noisy in ("apache_beam", "tensorflow", "absl"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        # TFX logs "Execution N failed." at ERROR for every failure, a rejection by the data
+        # gate included, above the table that says what is wrong; the table says it.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(
+                lambda record: not record.getMessage().startswith("Execution ") or "failed" not in record.getMessage()
+            )
     # Light modules only: a usage error or a query does not wait for TensorFlow to import.
     from pipeline.errors import ConfigError, DataValidationError
     from pipeline.stores import MetadataError

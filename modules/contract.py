@@ -181,12 +181,12 @@ class Column:
             yield i, f"{what} must be {article} {kind} or null, got {shown(value)}"
         if kind == STRING:
             assert self.strings is not None
-            for i, v in enumerate(self.strings):
-                if v is not None and not v.isascii():
+            for i, text in enumerate(self.strings):
+                if text is not None and not text.isascii():
                     try:
-                        v.encode("utf-8")
+                        text.encode("utf-8")
                     except UnicodeEncodeError:
-                        yield i, f"{what} is not valid text (an unpaired surrogate): {shown(v)}"
+                        yield i, f"{what} is not valid text (an unpaired surrogate): {shown(text)}"
             return
         assert self.numbers is not None
         x = self.numbers

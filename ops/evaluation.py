@@ -99,9 +99,25 @@ def _snake(class_name: str) -> str:
     return {"AUC": "auc"}.get(class_name) or re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
 
 
-def thresholds(evaluation_uri: str) -> dict[str, dict[str, float]]:
-    """The blessing thresholds on the overall slice, from the evaluation's eval_config.json:
-    metric -> {"min": lower bound} and/or {"max_drop": how much worse than the baseline}."""
+def constant_label(metrics: dict[str, float]) -> str | None:
+    """ "label constant: 0 positives in N rows" for a slice whose label never varies (cash tips
+    are not recorded: no cash trip is a big tipper), where AUC is undefined and nothing gates."""
+    mean, count = metrics.get("mean_label"), metrics.get("example_count")
+    if mean in (0.0, 1.0) and count is not None:
+        positives = 0 if mean == 0.0 else int(count)
+        return f"label constant: {positives} positives in {int(count)} rows"
+    return None
+
+
+def _slice_spec_name(spec: dict) -> str:
+    values = spec.get("featureValues") or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "overall"
+
+
+def slice_thresholds(evaluation_uri: str) -> dict[str, dict[str, dict[str, float]]]:
+    """The blessing thresholds from the evaluation's eval_config.json, by slice ("overall",
+    "payment_type=Credit Card"): metric -> {"min": lower bound} and/or {"max_drop": how much
+    worse than the baseline}."""
     import json
 
     path = os.path.join(evaluation_uri, "eval_config.json")
@@ -109,20 +125,24 @@ def thresholds(evaluation_uri: str) -> dict[str, dict[str, float]]:
         config = json.loads(files.read_bytes(path))["evalConfig"]
     except (OSError, KeyError, ValueError):
         return {}
-    found: dict[str, dict[str, float]] = {}
+    found: dict[str, dict[str, dict[str, float]]] = {}
     for spec in config.get("metricsSpecs", []):
         for metric in spec.get("metrics", []):
             for per_slice in metric.get("perSliceThresholds", []):
-                if per_slice.get("slicingSpecs") not in ([{}], None):
-                    continue
                 threshold = per_slice.get("threshold", {})
-                entry = found.setdefault(_snake(metric["className"]), {})
-                if "lowerBound" in threshold.get("valueThreshold", {}):
-                    entry["min"] = float(threshold["valueThreshold"]["lowerBound"])
-                change = threshold.get("changeThreshold", {})
-                if "absolute" in change:
-                    entry["max_drop"] = abs(float(change["absolute"]))
+                for slicing in per_slice.get("slicingSpecs") or [{}]:
+                    entry = found.setdefault(_slice_spec_name(slicing), {}).setdefault(_snake(metric["className"]), {})
+                    if "lowerBound" in threshold.get("valueThreshold", {}):
+                        entry["min"] = float(threshold["valueThreshold"]["lowerBound"])
+                    change = threshold.get("changeThreshold", {})
+                    if "absolute" in change:
+                        entry["max_drop"] = abs(float(change["absolute"]))
     return found
+
+
+def thresholds(evaluation_uri: str) -> dict[str, dict[str, float]]:
+    """The blessing thresholds on the overall slice (slice_thresholds' "overall")."""
+    return slice_thresholds(evaluation_uri).get("overall", {})
 
 
 def select_slices(metrics: dict[str, dict[str, float]], wanted: list[str] | None) -> dict[str, dict[str, float]]:

@@ -100,10 +100,10 @@ def serving_statistics(path: str):
 def check_skew(md: Metadata, data_path: str, schema_path: str, model_ref: str | None = None) -> dict[str, Any]:
     """Serving data against the served model's training data: schema anomalies in the
     SERVING environment and skew per feature (the schema's skew_comparator thresholds)."""
-    served = md.served()
-    if served is None and model_ref is None:
+    target = md.resolve(model_ref) if model_ref else md.served()
+    if target is None:
         raise MonitoringError("no pushed model in the metadata store: run the pipeline first")
-    model = md.model_of(md.resolve(model_ref) if model_ref else served)
+    model = md.model_of(target)
     stats_artifact, span = training_statistics(md, model)
     training = V.load_statistics(os.path.join(stats_artifact.uri, "Split-train"))
     schema = V.load_schema(schema_path)

@@ -91,17 +91,7 @@ class RunInfo:
     end_ms: int
     components: dict[str, ComponentRun]
     accepted_anomalies: int = 0
-
-    @property
-    def status(self) -> str:
-        states = {c.state for c in self.components.values()}
-        if "failed" in states:
-            return "failed"
-        if "canceled" in states:
-            return "interrupted"
-        if states & {"new", "running"}:
-            return "running"
-        return "complete"
+    status: str = "complete"  # lineage.run_status
 
     def output(self, component: str, key: str) -> Artifact | None:
         run = self.components.get(component)
@@ -164,7 +154,7 @@ class Metadata:
             accepted = sum(
                 lineage.accepted_anomalies(a) for e in executions for a in g.output_artifacts(e, lineage.GATE_RESULT_TYPE)
             )
-            runs.append(RunInfo(run.name, run.created_ms, end, components, accepted))
+            runs.append(RunInfo(run.name, run.created_ms, end, components, accepted, lineage.run_status(executions)))
         return list(reversed(runs))
 
     def latest_run(self) -> RunInfo:
@@ -388,12 +378,14 @@ class Metadata:
             if len(pushed) < 2 and (ref_a is None and ref_b is None):
                 raise MetadataError(f"need two pushed models to compare, this store has {len(pushed)}")
             a = self.resolve(ref_a) if ref_a else pushed[0]
-            b = self.resolve(ref_b) if ref_b else next((p for p in pushed if p.id != a.id), None)
-            if b is None:
+            others = [p for p in pushed if p.id != a.id]
+            other = self.resolve(ref_b) if ref_b else (others[0] if others else None)
+            if other is None:
                 raise MetadataError("no other pushed model to compare with")
+            b = other
         else:
             a, b = self.resolve(ref_a), self.resolve(ref_b)
-        sides = {}
+        sides: dict[str, dict[str, Any]] = {}
         for label, artifact in (("a", a), ("b", b)):
             model = self.model_of(artifact)
             evaluation = self.evaluation_of(model)

@@ -44,7 +44,7 @@ def runs_table(runs: list[dict]) -> str:
                 _time(r["start_ms"]),
                 _time(r["end_ms"]),
                 f"{(r['end_ms'] - r['start_ms']) / 1000:.0f}s",
-                r["status"],
+                r["status"] + (f" ({r['accepted_anomalies']} accepted)" if r.get("accepted_anomalies") else ""),
                 r["pushed_version"] or "-",
                 summary,
             ]
@@ -69,6 +69,8 @@ def _label(node: dict) -> str:
 
 def _execution_label(e: dict) -> str:
     text = f"<- {e['component']} (execution {e['id']}, {e['state']})"
+    if e.get("accepted"):
+        text += f"  accepted anomalies: {', '.join(e['accepted'])}"
     if e.get("input_base"):
         text += f"  source: {e['input_base']}"
     if e.get("train_args"):
@@ -163,9 +165,14 @@ def comparison(result: dict) -> str:
     lines = [f"A: {name(a)} (model #{a['model_id']})", f"B: {name(b)} (model #{b['model_id']})", ""]
     slices = list(dict.fromkeys([*a["metrics"], *b["metrics"]]))
     slices.sort(key=_slice_order)
+    from ops.evaluation import constant_label
+
     rows = []
     for s in slices:
         ma, mb = a["metrics"].get(s, {}), b["metrics"].get(s, {})
+        constant = constant_label(ma) or constant_label(mb)
+        if constant:
+            rows.append([s, constant, "", "", ""])
         for m in SHOWN_METRICS:
             if m in ma or m in mb:
                 va, vb = ma.get(m), mb.get(m)

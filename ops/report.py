@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from ops.evaluation import sliced_metrics, thresholds
+from ops.evaluation import constant_label, slice_thresholds, sliced_metrics, thresholds
 from ops.queries import Metadata, RunInfo, prop
 from ops.render import _slice_order
 from pipeline import gate as data_gate
@@ -356,7 +356,8 @@ def _verdict(run: RunInfo, outcome: dict, evaluation, blessing, sliced, baseline
     )
 
 
-def _evaluation(sliced, baseline, limits) -> str:
+def _evaluation(sliced, baseline, limits, gated: dict | None = None) -> str:
+    gated = gated or {}
     if not sliced:
         return '<p class="muted">no metrics recorded</p>'
     with_baseline = bool(baseline)
@@ -370,20 +371,40 @@ def _evaluation(sliced, baseline, limits) -> str:
     rows = []
     for slice_name in sorted(sliced, key=_slice_order):
         metrics, base = sliced[slice_name], baseline.get(slice_name, {})
-        row = [_e(slice_name), _fmt(metrics.get("example_count"))]
+        label = _e(slice_name)
+        if slice_name in gated:
+            label += '<br><span class="badge">gates the blessing</span>'
+        constant = constant_label(metrics)
+        if constant:
+            label += f'<br><span class="muted">{_e(constant)}</span>'
+        row = [label, _fmt(metrics.get("example_count"))]
         for name in SHOWN:
             value = _metric(metrics, name)
             row.append(_fmt(value))
             if name == "auc":
-                row.append(_bar(value, limits.get("auc", {}).get("min") if slice_name == "overall" else None))
+                minimum = (
+                    limits.get("auc", {}).get("min")
+                    if slice_name == "overall"
+                    else gated.get(slice_name, {}).get("auc", {}).get("min")
+                )
+                row.append(_bar(value, minimum))
             if with_baseline and name in ("auc", "binary_accuracy"):
                 row.append(_fmt(_metric(base, name)))
         rows.append(row)
     numeric = frozenset(i for i, h in enumerate(headers) if i > 0 and h)
     notes = [f"{LABELS.get(m, m)} at least {t['min']:g}" for m, t in limits.items() if "min" in t]
     notes += [f"{LABELS.get(m, m)} at most {t['max_drop']:g} below the baseline" for m, t in limits.items() if "max_drop" in t]
+    for slice_name, metrics_limits in gated.items():
+        for m, t in metrics_limits.items():
+            notes.append(
+                f"on {slice_name}: {LABELS.get(m, m)} at least {t.get('min', 0):g}"
+                + (f", at most {t['max_drop']:g} below the baseline" if "max_drop" in t else "")
+            )
     legend = (
-        f"<p>Blessing requires, on the whole eval set: {_e('; '.join(notes))}. n/a: undefined on that slice.</p>" if notes else ""
+        f"<p>Blessing requires, on the whole eval set: {_e('; '.join(notes))}. n/a: undefined on that slice "
+        "(a slice whose label is constant has no AUC, and never gates).</p>"
+        if notes
+        else ""
     )
     return legend + _table(headers, rows, numeric=numeric)
 
@@ -413,6 +434,7 @@ def build(md: Metadata, run_id: str | None, schema_path: str, serving_data: str 
     sliced = sliced_metrics(evaluation.uri) if evaluation is not None else {}
     baseline = sliced_metrics(evaluation.uri, model="baseline") if evaluation is not None else {}
     limits = thresholds(evaluation.uri) if evaluation is not None else {}
+    gated = {k: v for k, v in slice_thresholds(evaluation.uri).items() if k != "overall"} if evaluation is not None else {}
 
     anomalies = run.output(P.EXAMPLE_VALIDATOR, "anomalies")
     anomaly_rows: list[dict] = []
@@ -485,7 +507,7 @@ def build(md: Metadata, run_id: str | None, schema_path: str, serving_data: str 
     if evaluation is None:
         parts.append('<p class="muted">no evaluation in this run</p>')
     else:
-        parts.append(_evaluation(sliced, baseline, limits))
+        parts.append(_evaluation(sliced, baseline, limits, gated))
 
     parts.append('<h2 id="run">Components</h2>')
     parts.append(_table(["component", "state"], [[_e(n), _e(c.state)] for n, c in run.components.items()]))

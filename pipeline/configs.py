@@ -81,6 +81,11 @@ class EvalThresholds:
     # "at least as good as the baseline".
     max_auc_regression: float = 0.0
     max_accuracy_regression: float = 0.0
+    # On each of the dataset's gated slices (features.GATED_SLICES): the AUC a candidate needs,
+    # and how much worse than the baseline's on that slice it may be. Calibrated across seeds
+    # (bench/SLICES.md): a retrain of the same model on the same data passes.
+    slice_min_auc: float = 0.6
+    slice_max_auc_regression: float = 0.03
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

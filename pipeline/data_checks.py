@@ -20,6 +20,11 @@ from typing import Any
 
 # Kinds of our own (TFDV's have its enum names).
 QUANTILE_SHIFT_HIGH = "QUANTILE_SHIFT_HIGH"
+SCALE_SHIFT_HIGH = "SCALE_SHIFT_HIGH"
+PRESENCE_CHANGE_HIGH = "PRESENCE_CHANGE_HIGH"
+TIME_IN_FUTURE = "TIME_IN_FUTURE"
+TIME_FAR_FROM_PREVIOUS = "TIME_FAR_FROM_PREVIOUS"
+LABEL_UNREADABLE = "LABEL_UNREADABLE"
 LABEL_RATE_OUT_OF_RANGE = "LABEL_RATE_OUT_OF_RANGE"
 LABEL_RATE_CHANGE_HIGH = "LABEL_RATE_CHANGE_HIGH"
 TOO_FEW_EXAMPLES_PER_CLASS = "TOO_FEW_EXAMPLES_PER_CLASS"
@@ -47,10 +52,20 @@ class Limits:
     min_eval_examples_per_class: int
     # Largest share of exactly repeated rows in a span.
     max_duplicate_row_share: float
+    # Positive amount -> largest factor between its deciles and the reference's (median over
+    # the deciles of the ratio, either way): a price rise, a change of unit.
+    scale_shift: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Largest change of a feature's share of rows with a value, in points (to zero included).
+    max_presence_change: float = 1.0
+    # Event times: at most this far ahead of the run, and the span's median at most this many
+    # days from the reference span's.
+    max_future_seconds: float = math.inf
+    max_time_gap_days: float = math.inf
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Limits:
         label = values["label"]
+        time = values.get("event_time", {})
         return cls(
             quantile_shift=dict(values["quantile_shift"]),
             label_rate_min=float(label["rate_min"]),
@@ -58,6 +73,10 @@ class Limits:
             label_max_rate_change=float(label["max_rate_change"]),
             min_eval_examples_per_class=int(values["min_eval_examples_per_class"]),
             max_duplicate_row_share=float(values["max_duplicate_row_share"]),
+            scale_shift=dict(values.get("scale_shift", {})),
+            max_presence_change=float(values.get("max_presence_change", 1.0)),
+            max_future_seconds=float(time.get("max_future_seconds", math.inf)),
+            max_time_gap_days=float(time.get("max_gap_days", math.inf)),
         )
 
     @classmethod
@@ -134,6 +153,148 @@ def quantile_rows(current, reference, limits: Limits, **tags) -> tuple[list[dict
     return rows, measured
 
 
+# --- Scale: a multiplicative change --------------------------------------------------------------
+
+
+def scale_shift(current, reference, feature: str) -> float | None:
+    """The factor by which a positive amount's whole lower half moved: over its 10%..50%
+    deciles (the positive ones), the smallest ratio to the reference's, when all moved the
+    same way (else 1). A price rise or a change of unit multiplies every value, so every
+    decile moves by the same factor; the natural differences between spans of this data move
+    the median and the tail (longer trips) but hardly the base fare, which a multiplicative
+    change cannot leave behind. The decile shift (in units of the spread, on log1p) misses a
+    doubling when the spread is wide."""
+    cur, ref = deciles(current, feature), deciles(reference, feature)
+    if cur is None or ref is None:
+        return None
+    logs = [math.log(c / r) for c, r in zip(cur[:5], ref[:5]) if c > 0 and r > 0]
+    if not logs:
+        return None
+    if not (all(v > 0 for v in logs) or all(v < 0 for v in logs)):
+        return 1.0
+    return math.exp(min(abs(v) for v in logs))
+
+
+def scale_rows(current, reference, limits: Limits, **tags) -> tuple[list[dict], list[dict]]:
+    rows, measured = [], []
+    for feature, threshold in sorted(limits.scale_shift.items()):
+        value = scale_shift(current, reference, feature)
+        if value is None:
+            continue
+        measured.append({"feature": feature, "measure": "scale factor", "value": round(value, 4), "threshold": threshold})
+        if value > threshold:
+            cur, ref = deciles(current, feature), deciles(reference, feature)
+            direction = "up" if cur and ref and cur[4] > ref[4] else "down"
+            rows.append(
+                {
+                    **tags,
+                    "feature": feature,
+                    "kind": SCALE_SHIFT_HIGH,
+                    "description": f"its deciles moved {direction} by a factor of {value:.2f} from the previous span's "
+                    f"(limit x{threshold}): a change of price or unit?",
+                }
+            )
+    return rows, measured
+
+
+# --- Presence: a feature that empties out -------------------------------------------------------
+
+
+def presence(stats, feature: str) -> float | None:
+    """The share of a split's rows where the feature has a value (a CSV's empty cell counts as
+    no value), or None when the feature is not in the statistics."""
+    for dataset in stats.datasets[:1]:
+        total = dataset.num_examples
+        for f in dataset.features:
+            if ".".join(f.path.step) == feature:
+                stats_of = f.num_stats if f.HasField("num_stats") else f.string_stats
+                return min(stats_of.common_stats.tot_num_values, total) / total if total else None
+        return 0.0 if total else None
+    return None
+
+
+def presence_rows(current, reference, features: Iterable[str], limits: Limits, **tags) -> tuple[list[dict], list[dict]]:
+    """Features whose share of rows with a value moved beyond the limit from the reference's,
+    optional features included (one that empties out has no value to measure otherwise)."""
+    rows, measured = [], []
+    for feature in sorted(features):
+        now, before = presence(current, feature), presence(reference, feature)
+        if now is None or before is None:
+            continue
+        change = abs(now - before)
+        measured.append(
+            {"feature": feature, "measure": "presence change", "value": round(change, 4), "threshold": limits.max_presence_change}
+        )
+        if change > limits.max_presence_change:
+            rows.append(
+                {
+                    **tags,
+                    "feature": feature,
+                    "kind": PRESENCE_CHANGE_HIGH,
+                    "description": f"{now:.1%} of rows have a value, {before:.1%} in the previous span "
+                    f"(limit {limits.max_presence_change:.0%} points)",
+                }
+            )
+    return rows, measured
+
+
+# --- Event time -----------------------------------------------------------------------------------
+
+
+def _time_range(stats, feature: str) -> tuple[float, float, float] | None:
+    """(min, median, max) of an event-time feature (seconds since the epoch)."""
+    for dataset in stats.datasets[:1]:
+        for f in dataset.features:
+            if ".".join(f.path.step) == feature and f.HasField("num_stats") and f.num_stats.common_stats.tot_num_values:
+                middle = deciles(stats, feature)
+                median = middle[4] if middle else (f.num_stats.min + f.num_stats.max) / 2
+                return f.num_stats.min, median, f.num_stats.max
+    return None
+
+
+def _date(seconds: float) -> str:
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:.0f} s since 1970"
+
+
+def time_rows(current, reference, feature: str, now: float, limits: Limits, **tags) -> list[dict]:
+    """A span whose event times lie in the future of the run, or whose median is far from the
+    reference span's: a clock or unit error upstream, or the wrong files."""
+    rows: list[dict] = []
+    span = _time_range(current, feature)
+    if span is None:
+        return rows
+    low, median, high = span
+    if high > now + limits.max_future_seconds:
+        rows.append(
+            {
+                **tags,
+                "feature": feature,
+                "kind": TIME_IN_FUTURE,
+                "description": f"events up to {_date(high)}, {(high - now) / 86400:,.0f} days after this run "
+                f"(limit {limits.max_future_seconds / 3600:g} h ahead); the span runs from {_date(low)}",
+            }
+        )
+    before = _time_range(reference, feature) if reference is not None else None
+    if before is not None:
+        gap = abs(median - before[1]) / 86400
+        if gap > limits.max_time_gap_days:
+            rows.append(
+                {
+                    **tags,
+                    "feature": feature,
+                    "kind": TIME_FAR_FROM_PREVIOUS,
+                    "description": f"its median event time {_date(median)} is {gap:,.0f} days from the previous span's "
+                    f"{_date(before[1])} (limit {limits.max_time_gap_days:g} days)",
+                }
+            )
+    return rows
+
+
 # --- The label -------------------------------------------------------------------------------
 
 
@@ -151,12 +312,34 @@ def label_counts(examples_uri: str, split: str, max_rows: int = 500_000) -> tupl
     positives = total = 0
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(max_rows).batch(8192)
     for batch in dataset:
-        parsed = tf.io.parse_example(batch, spec)
+        try:
+            parsed = tf.io.parse_example(batch, spec)
+        except tf.errors.InvalidArgumentError as e:
+            # A label input is not numeric in this span (text in a number column): the
+            # schema's type anomaly names it; the label cannot be computed.
+            raise LabelUnreadable(str(e).splitlines()[0]) from None
         raw = {k: tf.sparse.to_dense(tf.sparse.reset_shape(v, [tf.shape(batch)[0], 1]))[:, 0] for k, v in parsed.items()}
         label = F.make_label(raw)
         positives += int(tf.reduce_sum(label))
         total += int(tf.shape(label)[0])
     return positives, total
+
+
+class LabelUnreadable(ValueError):
+    """The label cannot be computed from a split's examples (an input of it is not numeric)."""
+
+
+def label_unreadable_row(split: str, reason: str, label: str, **tags) -> dict:
+    from modules import features as F
+
+    return {
+        **tags,
+        "split": split,
+        "feature": label,
+        "kind": LABEL_UNREADABLE,
+        "description": f"the label cannot be computed: {', '.join(F.LABEL_INPUT_KEYS)} must be numbers "
+        f"(see their type anomalies) ({reason[:120]})",
+    }
 
 
 def label_rows(

@@ -9,29 +9,41 @@ from modules.contract import PREDICTION_KEY, TRANSFORM_SIGNATURE
 from pipeline.configs import EvalThresholds
 
 
-def _gated(class_name: str, lower_bound: float, max_regression: float) -> tfma.MetricConfig:
-    """The metric must be at least `lower_bound` on the overall slice and, when a baseline
-    exists, no worse than the baseline's by more than `max_regression` (absolute).
-
-    The gate applies to the overall slice only: small slices (a payment type with no positive
-    example has no AUC at all) are reported, not gated.
-    """
-    threshold = tfma.MetricThreshold(
+def _threshold(lower_bound: float, max_regression: float) -> tfma.MetricThreshold:
+    """At least `lower_bound` and, when a baseline exists, no worse than the baseline's by more
+    than `max_regression` (absolute; 0: a tie passes, a loss does not)."""
+    return tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
-        # Ignored on the first run, when the resolver finds no blessed baseline.
+        # Ignored on the first run, when there is no blessed baseline.
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -max(max_regression, 1e-10)},
         ),
     )
-    return tfma.MetricConfig(
-        class_name=class_name,
-        per_slice_thresholds=[tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)],
-    )
+
+
+def gated_slices() -> list[tfma.SlicingSpec]:
+    """The dataset's gated slices (features.GATED_SLICES), one spec per value."""
+    return [tfma.SlicingSpec(feature_values={k: v}) for k, values in F.GATED_SLICES.items() for v in values]
+
+
+def _gated(
+    class_name: str, lower_bound: float, max_regression: float, slices: tuple[float, float] | None = None
+) -> tfma.MetricConfig:
+    """The metric gates the blessing on the overall slice and, with `slices` (lower bound, max
+    regression), on each of the dataset's gated slices. Other slices (a payment type with no
+    positive example has no AUC at all) are reported, not gated."""
+    per_slice = [
+        tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=_threshold(lower_bound, max_regression))
+    ]
+    if slices is not None and gated_slices():
+        per_slice.append(tfma.PerSliceMetricThreshold(slicing_specs=gated_slices(), threshold=_threshold(*slices)))
+    return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=per_slice)
 
 
 def build_eval_config(thresholds: EvalThresholds) -> tfma.EvalConfig:
-    """Overall and per-slice metrics; AUC and accuracy gate the blessing."""
+    """Overall and per-slice metrics; AUC and accuracy gate the blessing on the overall slice,
+    AUC on the dataset's gated slices too."""
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -47,7 +59,12 @@ def build_eval_config(thresholds: EvalThresholds) -> tfma.EvalConfig:
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
-                    _gated("AUC", thresholds.min_auc, thresholds.max_auc_regression),
+                    _gated(
+                        "AUC",
+                        thresholds.min_auc,
+                        thresholds.max_auc_regression,
+                        slices=(thresholds.slice_min_auc, thresholds.slice_max_auc_regression),
+                    ),
                     _gated("BinaryAccuracy", thresholds.min_accuracy, thresholds.max_accuracy_regression),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),

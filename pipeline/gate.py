@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from typing import Any
 
 from tfx import types
@@ -47,7 +48,7 @@ class DataGateResult(types.Artifact):
     TYPE_NAME = GATE_RESULT_TYPE
 
 
-def split_dir(artifact: types.Artifact, split: str) -> str:
+def split_dir(artifact: Any, split: str) -> str:
     """A split's folder in an artifact (`Split-<name>`, TFX's layout)."""
     return os.path.join(artifact.uri, f"Split-{split}")
 
@@ -93,11 +94,25 @@ class Executor(base_executor.BaseExecutor):
             found, drift = V.drift_by_split(current.uri, reference.uri, schema, splits, span, limits)
             rows += found
 
+        # Event times: not in the future of this run, not far from the reference span's.
+        if limits is not None:
+            for split in splits:
+                reference_stats = V.load_statistics(split_dir(reference, split)) if reference is not None else None
+                rows += D.time_rows(
+                    _split_stats(current, split), reference_stats, F.EVENT_TIME_KEY, time.time(), limits, span=span, split=split
+                )
+
         # The label: its rate in range and close to the reference's, and enough of each class in
-        # the eval split for the Evaluator's verdict to count.
+        # the eval split for the Evaluator's verdict to count. A label input that is not numeric
+        # (text in a number column) is a row of the table, not a crash.
         label_rates: dict[str, float] = {}
         if limits is not None:
-            counts = {split: D.label_counts(examples.uri, split) for split in splits}
+            counts = {}
+            for split in splits:
+                try:
+                    counts[split] = D.label_counts(examples.uri, split)
+                except D.LabelUnreadable as e:
+                    rows.append(D.label_unreadable_row(split, str(e), F.LABEL_KEY, span=span))
             label_rates = D.summarize_counts(counts)
             previous = read_result(reference.uri).get("label_rate") if reference is not None else None
             rows += D.label_rows(counts, previous, limits, F.LABEL_KEY, span=span)

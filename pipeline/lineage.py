@@ -52,6 +52,26 @@ ROLLBACK_OF = "rollback_of"  # the PushedModel URI a rollback served again
 # Component ids whose outputs the facts below read (pipeline/pipeline.py names them so).
 TUNER = "tuner"
 ROLLBACK = "rollback"
+DATA_GATE = "data_gate"
+# Set on a failed execution that refused the data (not a crash): the runner records it.
+REJECTED = "rejected"
+
+
+def run_status(executions: Iterable[Execution]) -> str:
+    """A run's status from its executions: complete, running, interrupted, failed, or rejected
+    (the data gate, or ExampleGen's file check, refused the data: nothing was trained)."""
+    executions = list(executions)
+    states = {e.state for e in executions}
+    if FAILED in states:
+        failed = [e for e in executions if e.state == FAILED]
+        if all(e.component == DATA_GATE or e.props.get(REJECTED) for e in failed):
+            return "rejected"
+        return "failed"
+    if CANCELED in states:
+        return "interrupted"
+    if states & {NEW, RUNNING}:
+        return "running"
+    return "complete"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +325,7 @@ def spans_trained_on(g: Graph, model: Artifact) -> list[int]:
 def models_at(g: Graph, uri: str) -> list[Artifact]:
     """Trainer-written Models at a URI (a rollback's Model shares its original's URI)."""
     models = g.by_uri(uri, "Model")
-    originals = [m for m in models if (g.producer(m) is None or g.producer(m).component != ROLLBACK)]
+    originals = [m for m in models if getattr(g.producer(m), "component", None) != ROLLBACK]
     return originals or models
 
 

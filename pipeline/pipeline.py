@@ -26,7 +26,7 @@ from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
 from modules import code
 from modules import features as F
 from pipeline import gate as data_gate
-from pipeline import lineage, resolution
+from pipeline import ingest, lineage, resolution
 from pipeline import pusher as idempotent_pusher
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
@@ -95,6 +95,9 @@ def create_pipeline(
                 splits=[example_gen_pb2.Input.Split(name="single_split", pattern=cfg.span_pattern)]
             )
         example_gen = CsvExampleGen(input_base=cfg.data_root, input_config=input_config, output_config=output_config)
+        # Files CsvExampleGen would crash on (another delimiter, ragged rows, not UTF-8) are
+        # refused with the gate's table instead (pipeline/ingest.py).
+        example_gen.executor_spec = executor_spec.BeamExecutorSpec(ingest.Executor)
     example_gen = example_gen.with_id(EXAMPLE_GEN)
 
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)

@@ -28,6 +28,9 @@ DRIFT_KINDS = (
     "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
     "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH",
     "QUANTILE_SHIFT_HIGH",
+    "SCALE_SHIFT_HIGH",
+    "PRESENCE_CHANGE_HIGH",
+    "TIME_FAR_FROM_PREVIOUS",
     "LABEL_RATE_CHANGE_HIGH",
 )
 DATASET = "(dataset)"
@@ -122,7 +125,7 @@ class Comparison:
     """How far one feature's distribution moved between two datasets, and the schema's limit."""
 
     feature: str
-    measure: str  # "L_infinity", "Jensen-Shannon" or "decile shift"
+    measure: str  # "L_infinity", "Jensen-Shannon", "decile shift", "scale factor", "presence change"
     value: float
     threshold: float
 
@@ -166,7 +169,8 @@ def drift_by_split(
 ) -> tuple[list[dict], dict[str, list[Comparison]]]:
     """Drift of every split between two statistics artifacts (folders of Split-<name>/): the
     schema's comparators, and with `limits` (data_checks.Limits) every numeric feature's
-    decile shift."""
+    decile shift, the scale factor of the positive amounts and every schema feature's share of
+    rows with a value."""
     from pipeline import data_checks
 
     rows: list[dict] = []
@@ -177,10 +181,18 @@ def drift_by_split(
         found, measured[split] = compare(current, reference, schema, kind="drift", span=span, split=split)
         rows += found
         if limits is not None:
-            shifted, shifts = data_checks.quantile_rows(current, reference, limits, span=span, split=split)
-            rows += shifted
+            features = [f.name for f in schema.feature]
+            found_rows, found_measures = [], []
+            for found_split in (
+                data_checks.quantile_rows(current, reference, limits, span=span, split=split),
+                data_checks.scale_rows(current, reference, limits, span=span, split=split),
+                data_checks.presence_rows(current, reference, features, limits, span=span, split=split),
+            ):
+                found_rows += found_split[0]
+                found_measures += found_split[1]
+            rows += found_rows
             measured[split] = sorted(
-                measured[split] + [Comparison(**m) for m in shifts], key=lambda c: (not c.exceeded, c.feature)
+                measured[split] + [Comparison(**m) for m in found_measures], key=lambda c: (not c.exceeded, c.feature)
             )
     return rows, measured
 

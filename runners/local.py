@@ -95,16 +95,16 @@ def build_config(
 
 
 def check_store(cfg: configs.PipelineConfig) -> None:
-    """Refuses a store a local run cannot use, before anything is written: malformed, not
-    reachable (the one-line error every command gives), or PostgreSQL."""
+    """Refuses a store a local run cannot use, before anything is written: malformed,
+    PostgreSQL, or not reachable (the one-line error every command gives)."""
     config = mlmd_store.connection_config(store_uri(cfg))
-    mlmd_store.check_reachable(store_uri(cfg), config)
     if config.HasField("postgresql"):
         # It would fail part-way through the run, at the first property holding a backslash.
         raise configs.ConfigError(
             "metadata_uri: ml-metadata 1.16's PostgreSQL backend cannot store TFX runs (it mis-quotes "
             "strings containing a backslash); use a SQLite path or mysql://"
         )
+    mlmd_store.check_reachable(store_uri(cfg), config)
 
 
 def metadata_connection(cfg: configs.PipelineConfig):
@@ -135,13 +135,29 @@ def run(cfg: configs.PipelineConfig, progress: float | None = None) -> dict[str,
         try:
             with reporter:
                 LocalDagRunner().run(pipeline)
-        except DataValidationError:
+        except DataValidationError as e:
+            _record_rejection(cfg, e)
             raise
         except Exception as e:  # noqa: BLE001 - any component failure, reported by name
             failed = _failed_component(cfg)
             cause = str(e).strip().splitlines()
             raise RunFailed(f"component {failed or '?'} failed: {type(e).__name__}: {cause[-1] if cause else ''}") from e
     return summarize(cfg)
+
+
+def _record_rejection(cfg: configs.PipelineConfig, error: DataValidationError) -> None:
+    """Marks the execution that refused the data (the gate, or ExampleGen's file check) as a
+    rejection, so `runs` says "rejected" rather than "failed" (lineage.run_status)."""
+    from pipeline.lineage import REJECTED
+
+    db = mlmd_store.open_store(store_uri(cfg), read_only=False)
+    latest = queries.open_metadata(store_uri(cfg), cfg.pipeline_name).latest_run()
+    failed = [c.execution_id for c in latest.components.values() if c.state == "failed"]
+    executions = db.get_executions_by_id([int(i) for i in failed])
+    for execution in executions:
+        execution.custom_properties[REJECTED].string_value = f"{len(error.rows)} anomalies nobody accepted"
+    if executions:
+        db.put_executions(executions)
 
 
 def _failed_component(cfg: configs.PipelineConfig) -> str | None:

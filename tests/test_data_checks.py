@@ -97,3 +97,87 @@ def test_the_limits_config_beside_the_schema_is_validated(tmp_path):
     with pytest.raises(KeyError):
         D.read_limits_text(str(schema))
     assert ROOT.joinpath("schemas", "limits.json").is_file()
+
+
+@pytest.mark.parametrize("factor, caught", [(2.0, True), (10.0, True), (1.0, False)])
+def test_a_price_rise_is_a_scale_shift_the_decile_shift_misses(data, limits, factor, caught):
+    """Fare and tips doubled (labels unchanged) against the span before: the decile shift, in
+    units of a wide spread, stays under its limit; the scale factor sees the factor."""
+    before, after = data.iloc[:3000], data.iloc[3000:6000]
+    rescaled = after.assign(fare=after.fare * factor, tips=after.tips * factor)
+    rows, measured = D.scale_rows(stats(rescaled), stats(before), limits, span=2, split="train")
+    assert [(r["feature"], r["kind"]) for r in rows] == ([("fare", D.SCALE_SHIFT_HIGH)] if caught else [])
+    if factor == 2.0:
+        shifted, _ = D.quantile_rows(stats(rescaled), stats(before), limits, span=2, split="train")
+        assert not shifted  # the blind spot this measure closes
+        assert "moved up by a factor of" in rows[0]["description"]
+
+
+def test_a_feature_that_empties_out_is_named_optional_or_not(data, limits):
+    before, after = data.iloc[:3000], data.iloc[3000:6000]
+    emptied = after.assign(dropoff_latitude=float("nan"), company=None)
+    rows, measured = D.presence_rows(stats(emptied), stats(before), ["dropoff_latitude", "company", "fare"], limits)
+    assert sorted((r["feature"], r["kind"]) for r in rows) == [
+        ("company", D.PRESENCE_CHANGE_HIGH),
+        ("dropoff_latitude", D.PRESENCE_CHANGE_HIGH),
+    ]
+    assert "0.0% of rows have a value" in rows[0]["description"]
+    assert {m["feature"] for m in measured} == {"dropoff_latitude", "company", "fare"}
+
+
+def test_event_times_in_the_future_or_far_from_the_previous_span_are_named(data, limits):
+    import time
+
+    before, after = data.iloc[:3000], data.iloc[3000:6000]
+    now = time.time()
+    assert D.time_rows(stats(after), stats(before), "trip_start_timestamp", now, limits) == []
+    ahead = after.assign(trip_start_timestamp=after.trip_start_timestamp + 50 * 365 * 86400)
+    kinds = {r["kind"] for r in D.time_rows(stats(ahead), stats(before), "trip_start_timestamp", now, limits)}
+    assert kinds == {D.TIME_IN_FUTURE, D.TIME_FAR_FROM_PREVIOUS}
+    older = after.assign(trip_start_timestamp=after.trip_start_timestamp - 3 * 365 * 86400)
+    rows = D.time_rows(stats(older), stats(before), "trip_start_timestamp", now, limits)
+    assert [r["kind"] for r in rows] == [D.TIME_FAR_FROM_PREVIOUS] and "days from the previous span's" in rows[0]["description"]
+
+
+def test_text_in_a_label_input_is_a_row_not_a_crash(tmp_path):
+    import tensorflow as tf
+
+    split = tmp_path / "Split-train"
+    split.mkdir()
+    with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as w:
+        example = tf.train.Example()
+        example.features.feature["fare"].bytes_list.value.append(b"n/a")
+        example.features.feature["tips"].float_list.value.append(1.0)
+        w.write(example.SerializeToString())
+    with pytest.raises(D.LabelUnreadable):
+        D.label_counts(str(tmp_path), "train")
+    row = D.label_unreadable_row("train", "Key: fare. Data types don't match", "big_tipper", span=3)
+    assert row["kind"] == D.LABEL_UNREADABLE and "fare, tips must be numbers" in row["description"]
+
+
+@pytest.mark.parametrize(
+    "text, kind, detail",
+    [
+        ("a;b;c\n1;2;3\n", "WRONG_DELIMITER", "looks ;-delimited"),
+        ("a\tb\tc\n1\t2\t3\n", "WRONG_DELIMITER", "looks tab-delimited"),
+        ("a,b,c\n1,2,3\n1,2\n4,5,6,7\n1,2\n", "RAGGED_ROWS", "2 row(s) of 2 fields, the header has 3 (first at line 3)"),
+        ('a,b,c\n1,"2,3\n', "UNREADABLE_CSV", "an unterminated quote?"),
+        (b"a,b\n1,\xff\n", "NOT_UTF8", "line 2 is not UTF-8 (byte 0xff)"),
+        ("", "EMPTY_FILE", "no bytes"),
+    ],
+)
+def test_files_csv_example_gen_would_crash_on_are_named_before_it_runs(tmp_path, text, kind, detail):
+    from pipeline import ingest
+
+    path = tmp_path / "part.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    (problem,) = [p for p in ingest.file_problems(str(path)) if p["kind"] == kind and detail in p["description"]]
+    assert problem["description"].startswith("part.csv: ") and detail in problem["description"], problem
+
+
+def test_a_well_formed_file_has_no_problem(tmp_path):
+    from pipeline import ingest
+
+    path = tmp_path / "ok.csv"
+    path.write_text('a,b,c\n1,"x, y",3\n\n4,5,6\n')
+    assert ingest.file_problems(str(path)) == []

@@ -39,7 +39,7 @@ def assert_rejected_and_intact(step, expected: set[tuple[str, str]]) -> None:
         assert feature in message and kind in message
     assert "nothing was trained or pushed" in message
     latest = step.metadata().latest_run()
-    assert latest.status == "failed" and latest.components[P.DATA_GATE].state == "failed"
+    assert latest.status == "rejected" and latest.components[P.DATA_GATE].state == "failed"
     assert not AFTER_GATE & set(latest.components)
     assert changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))) == {
         "executions": [],
@@ -112,15 +112,51 @@ def test_what_is_wrong_with_the_files_is_named_before_tfdv_speaks(s5_bad_files):
     problems first, one line each."""
     step = s5_bad_files
     assert step.extra["exit_code"] == 3 and step.extra["stdout"] == ""
-    table = step.extra["stderr"].split("error: data validation failed:", 1)[1].splitlines()
+    above, table = step.extra["stderr"].split("error: data validation failed:", 1)
+    assert "ERROR" not in above  # no log line above the table without --verbose
+    table = table.splitlines()
     assert "nothing was trained or pushed" in table[0]
     kinds = [line.split()[3] for line in table[2:6]]
     assert kinds == ["FILE_HAS_BOM", "FILE_HAS_BOM", "DUPLICATE_FILE", "DUPLICATE_ROWS"]
     assert "taxi_copy.csv has the same content as taxi.csv" in table[4]
     assert "1200 of 3000 rows (40.0%) repeat an earlier row" in table[5]
     latest = step.metadata().latest_run()
-    assert latest.status == "failed" and not AFTER_GATE & set(latest.components)
+    assert latest.status == "rejected" and not AFTER_GATE & set(latest.components)
     assert not any(changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))).values())
+
+
+def test_the_gates_blind_spots_are_seen(s5_blind_spots):
+    """A price rise, a feature that empties out, timestamps 50 years ahead: all allowed by the
+    schema (optional features, a domain to the year 2100), each refused and named."""
+    assert_rejected_and_intact(
+        s5_blind_spots,
+        {
+            ("fare", "SCALE_SHIFT_HIGH"),
+            ("dropoff_latitude", "PRESENCE_CHANGE_HIGH"),
+            ("dropoff_community_area", "PRESENCE_CHANGE_HIGH"),
+            ("trip_start_timestamp", "TIME_IN_FUTURE"),
+            ("trip_start_timestamp", "TIME_FAR_FROM_PREVIOUS"),
+        },
+    )
+    message = str(s5_blind_spots.rejected)
+    assert "factor of 2." in message and "0.0% of rows have a value" in message and "days after this run" in message
+
+
+def test_files_the_parser_cannot_read_and_text_in_numbers_end_in_the_table(s5_semicolons, s5_text_numbers):
+    """Through the CLI: exit 3 and the gate's table, never a traceback or exit 1; `runs` tells
+    a rejection from a failure."""
+    for step, expected in (
+        (s5_semicolons, ["WRONG_DELIMITER", "taxi.csv: the header is one column", "looks ;-delimited"]),
+        (s5_text_numbers, ["fare", "LABEL_UNREADABLE", "the label cannot be computed"]),
+    ):
+        err = step.extra["stderr"]
+        assert step.extra["exit_code"] == 3 and step.extra["stdout"] == "", err[-2000:]
+        assert "Traceback" not in err and "ERROR" not in err
+        for text in expected:
+            assert text in err, (text, err[-2000:])
+        latest = step.metadata().latest_run()
+        assert latest.status == "rejected" and not AFTER_GATE & set(latest.components)
+        assert not any(changed_records(step.before, snapshot(step.cfg.replace(metadata_uri=step.store))).values())
 
 
 def test_after_a_rejected_span_is_removed_the_rerun_is_all_cache_hits(s3_span2, s6_removed):
