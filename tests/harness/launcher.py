@@ -44,14 +44,14 @@ from typing import Any
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-# Beam args that only make sense on Dataflow; the rest (project, temp_location, ...) are kept.
+# Beam args that only make sense on Dataflow; the rest (project, temp_location, the SDK
+# container image, which also tells TFX the workers have its code, ...) are kept.
 DATAFLOW_ONLY = (
     "--runner=",
     "--region=",
     "--machine_type=",
     "--max_num_workers=",
     "--disk_size_gb=",
-    "--sdk_container_image=",
     "--experiments=",
     "--service_account_email=",
 )
