@@ -33,7 +33,6 @@ def run_once(label: str, hparams, steps: int, workdir: str) -> dict:
 
     from modules.trainer import TRAINING_RECORD
     from pipeline import pipeline as P
-    from pipeline.stores import open_store
     from runners import local
 
     out = os.path.join(workdir, label)
@@ -45,9 +44,9 @@ def run_once(label: str, hparams, steps: int, workdir: str) -> dict:
         hparams=hparams,
     )
     summary = local.run(cfg)
-    from ops.queries import Metadata
+    from ops.queries import open_metadata
 
-    md = Metadata(open_store(local.store_uri(cfg)), cfg.pipeline_name)
+    md = open_metadata(local.store_uri(cfg), cfg.pipeline_name)
     run = md.latest_run()
     seconds = execution_seconds(md, run, P.TRAINER)
     record = json.loads(tf.io.gfile.GFile(os.path.join(run.output(P.TRAINER, "model_run").uri, TRAINING_RECORD)).read())

@@ -63,15 +63,14 @@ MODES = BEAM_MODES  # the DirectRunner modes, as the pipeline configures them
 
 def component_times(metadata_uri: str, pipeline_name: str) -> dict[str, dict]:
     """Seconds per component of the latest run, from ML Metadata's execution records."""
-    from ops.queries import Metadata
-    from pipeline.stores import open_store
+    from ops.queries import open_metadata
 
-    md = Metadata(open_store(metadata_uri), pipeline_name)
+    md = open_metadata(metadata_uri, pipeline_name)
     run = md.latest_run()
     out = {}
     for name, c in run.components.items():
-        e = md.execution(c.execution_id)
-        out[name] = {"seconds": round((e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000, 2), "state": c.state}
+        e = md.graph.executions[str(c.execution_id)]
+        out[name] = {"seconds": round((e.updated_ms - e.created_ms) / 1000, 2), "state": c.state}
     return out
 
 
@@ -121,10 +120,9 @@ def child_peer(args) -> dict:
 
 
 def _examples_uri(metadata_uri: str, pipeline_name: str) -> str:
-    from ops.queries import Metadata
-    from pipeline.stores import open_store
+    from ops.queries import open_metadata
 
-    run = Metadata(open_store(metadata_uri), pipeline_name).latest_run()
+    run = open_metadata(metadata_uri, pipeline_name).latest_run()
     return run.output("CsvExampleGen" if pipeline_name.startswith("chicago") else "example_gen", "examples").uri
 
 

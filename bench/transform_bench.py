@@ -30,11 +30,10 @@ MODES = {"tf2": 0, "tf1_compat": 1}
 
 def transform_inputs(run_output: str) -> dict[str, dict]:
     """URIs and split names of the newest run's Transform inputs."""
-    from ops.queries import Metadata, prop
+    from ops.queries import open_metadata, prop
     from pipeline.configs import PIPELINE_NAME
-    from pipeline.stores import open_store
 
-    md = Metadata(open_store(os.path.join(run_output, "metadata.sqlite")), PIPELINE_NAME)
+    md = open_metadata(os.path.join(run_output, "metadata.sqlite"), PIPELINE_NAME)
     graph = md.latest_run().output("transform", "transform_graph")
     if graph is None:
         raise SystemExit(f"{run_output}: the newest run has no Transform output")

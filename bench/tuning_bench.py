@@ -30,9 +30,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 def run_once(workdir: str, steps: int, trials: int) -> dict:
     import tensorflow as tf
 
-    from ops.queries import Metadata
+    from ops.queries import open_metadata
     from pipeline import pipeline as P
-    from pipeline.stores import open_store
     from runners import local
 
     cfg = local.build_config(
@@ -43,7 +42,7 @@ def run_once(workdir: str, steps: int, trials: int) -> dict:
         **({"tune_trials": trials} if trials else {}),
     )
     summary = local.run(cfg)
-    md = Metadata(open_store(local.store_uri(cfg)), cfg.pipeline_name)
+    md = open_metadata(local.store_uri(cfg), cfg.pipeline_name)
     run = md.latest_run()
     out = {
         "auc": summary["metrics"]["auc"],

@@ -210,12 +210,15 @@ class RedactSecrets(logging.Filter):
 
 
 def redact_logs() -> None:
-    """Installs RedactSecrets on the root logger's handlers and absl's (idempotent)."""
+    """Installs RedactSecrets on the root logger's handlers and absl's (idempotent). absl's
+    handler passes records to its Python handler without applying its own filters, so that
+    one gets the filter too. Call again once libraries that install handlers are imported."""
     handlers = list(logging.getLogger().handlers)
     try:
         from absl import logging as absl_logging
 
-        handlers.append(absl_logging.get_absl_handler())
+        absl_handler = absl_logging.get_absl_handler()
+        handlers += [absl_handler, absl_handler.python_handler]
     except ImportError:
         pass
     for handler in handlers:

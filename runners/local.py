@@ -126,6 +126,8 @@ def run(cfg: configs.PipelineConfig, progress: float | None = None) -> dict[str,
       StoreBusy: another local run is using the same SQLite store.
     """
     connection = metadata_connection(cfg)
+    # TFX logs its deployment config, the store's connection (password included) in it.
+    mlmd_store.redact_logs()
     pipeline = P.create_pipeline(cfg, connection)
     with exclusive_store(store_uri(cfg)):
         cancel_abandoned(cfg)

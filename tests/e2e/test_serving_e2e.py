@@ -155,7 +155,7 @@ BAD = [
     ('{"instances": [{"fare": ' + "7" * 5000 + "}]}", "malformed JSON"),
     ({"instances": [dict(instances(ROWS[:1])[0], company="\ud800")]}, "'company' is not valid text (an unpaired surrogate)"),
     ({"instances": [dict(instances(ROWS[:1])[0], **{"x" * 5_000_000: 1})]}, "unknown feature 'xxxxxxxx"),
-    ({"instances": [dict(instances(ROWS[:1])[0], trip_miles=10**30)]}, "'trip_miles' is out of the float32 range"),
+    ({"instances": [dict(instances(ROWS[:1])[0], trip_miles=10**40)]}, "'trip_miles' is out of the float32 range"),
     ({"instances": [dict(instances(ROWS[:1])[0], trip_start_day=True)]}, "'trip_start_day' must be an integer or null, got True"),
     ("[" * 100_000, "nested too deeply"),
     ('{"instances": [{"fare": 1', "malformed JSON"),
@@ -385,24 +385,28 @@ def test_batch_reads_each_file_with_its_own_header_and_checks_rows_as_the_server
 
     old, _, _ = two_versions
     frame = pd.read_csv(DATA_CSV, dtype=str, keep_default_na=False).iloc[UNSEEN_START : UNSEEN_START + 300]
-    frame = frame.assign(key=[str(i) for i in range(len(frame))])
-    bad = frame.iloc[[7]].assign(trip_start_month="19", key="bad")
+    bad = frame.iloc[[7]].assign(trip_start_month="19")
     src = tmp_path / "in"
     src.mkdir()
     columns = list(frame.columns)
     frame.iloc[:150].to_csv(src / "part-1.csv", index=False, columns=columns)
     shuffled = columns[::-1]  # hour and month, and everything else, in another order
     pd.concat([frame.iloc[150:], bad]).to_csv(src / "part-2.csv", index=False, columns=shuffled)
-    out = batch.predict(old, str(src / "*.csv"), str(tmp_path / "out"), key_columns=["key"])
+    out = batch.predict(old, str(src / "*.csv"), str(tmp_path / "out"))
     assert out["files"] == {
         str(src / "part-1.csv"): {"rows": 150, "scored": 150, "dead_letters": 0},
         str(src / "part-2.csv"): {"rows": 151, "scored": 150, "dead_letters": 1},
     }
-    scored = {r["key"]: float(r["probability"]) for f in glob.glob(out["predictions"]) for r in csv.DictReader(open(f))}
+    # Each output row carries the input's columns (its key): the same row, whatever the file.
+    keys = [c for c in columns if c not in F.LABEL_SOURCE_KEYS]
+    scored = {
+        tuple(r[k] for k in keys): float(r["probability"]) for f in glob.glob(out["predictions"]) for r in csv.DictReader(open(f))
+    }
     # What the server answers for the same rows (typed as JSON clients send them).
     rows = read_rows(300, start=UNSEEN_START)
     response = server.predict({"instances": instances(rows)}).json()["predictions"]
-    assert [scored[str(i)] for i in range(300)] == pytest.approx(response, abs=2e-6)
+    got = [scored[tuple(frame.iloc[i][k] for k in keys)] for i in range(300)]
+    assert got == pytest.approx(response, abs=2e-6)
     (dead,) = [json.loads(line) for f in glob.glob(out["dead_letters"]) for line in open(f)]
     refused = server.predict({"instances": [dict(instances(rows[7:8])[0], trip_start_month=19)]}).json()["error"]
     assert refused == f"instance 0: {dead['reason']}" and dead["file"].endswith("part-2.csv") and dead["line"] == 152
@@ -410,6 +414,9 @@ def test_batch_reads_each_file_with_its_own_header_and_checks_rows_as_the_server
 
     frame.drop(columns=["fare"]).to_csv(src / "part-3.csv", index=False)
     with pytest.raises(batch.InputError, match=r"part-3.csv: no column 'fare'"):
+        batch.predict(old, str(src / "*.csv"), str(tmp_path / "out2"))
+    frame.assign(colour="red").to_csv(src / "part-3.csv", index=False)
+    with pytest.raises(batch.InputError, match=r"part-3.csv: a column the schema does not know: 'colour'"):
         batch.predict(old, str(src / "*.csv"), str(tmp_path / "out2"))
     assert not (tmp_path / "out2").exists()
 
@@ -431,6 +438,7 @@ def test_the_predict_command_exits_cleanly(two_versions, tmp_path):
         str(src),
         "--output",
         str(tmp_path / "o"),
+        "--json",
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
