@@ -56,6 +56,11 @@ def _patch() -> None:
 
     from gcp_storage_emulator.storage import Storage
 
+    # In memory, the emulator still serialises every bucket and object to a JSON ".meta" file
+    # after each write (for a restart that never comes here): a cost that grows with every
+    # object the run writes, quadratic over a pipeline's thousands. The state is in memory.
+    Storage._write_config_to_file = lambda self: None
+
     # The emulator keeps an object's bytes under a path named like the object, so "a/" and
     # "a/b" (a directory placeholder and an object under it, as TensorFlow writes them)
     # collide. GCS names are flat: store each under one quoted name.
