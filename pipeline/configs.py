@@ -210,6 +210,8 @@ class PipelineConfig:
       train_window_spans: the rolling window: the Trainer trains on the newest spans that
         passed the gate, this many (it warm-starts from the newest blessed model trained on
         older spans, and the gate checks drift against the previous passed span).
+      analyzer_cache: Transform reuses tf.Transform's analyses of the window's earlier spans
+        (the analyzer cache of the run before), so a daily run analyses its new span only.
       accept_anomalies: anomalies the operator accepts for this run (FEATURE, FEATURE:KIND or
         *); anything else the data gate finds stops the run before Transform.
       tune_trials: run the Tuner with this many trials before training (its best
@@ -242,6 +244,7 @@ class PipelineConfig:
     vertex_endpoint: VertexEndpoint | None = None
     span_pattern: str | None = None
     train_window_spans: int = 3
+    analyzer_cache: bool = True
     accept_anomalies: tuple[str, ...] = ()
     accept_at_run_time: bool = False
     tune_trials: int = 0

@@ -51,6 +51,7 @@ ROLLBACK_OF = "rollback_of"  # the PushedModel URI a rollback served again
 
 # Component ids whose outputs the facts below read (pipeline/pipeline.py names them so).
 TUNER = "tuner"
+TRANSFORM = "transform"
 ROLLBACK = "rollback"
 DATA_GATE = "data_gate"
 # Set on a failed execution that refused the data (not a crash): the runner records it.
@@ -378,6 +379,13 @@ def baseline_of(g: Graph, model: Artifact) -> Artifact | None:
             found = models_at(g, uri) if uri else []
             return found[0] if found else None
     return None
+
+
+def analyzer_cache(g: Graph) -> Artifact | None:
+    """The newest tf.Transform analyzer cache Transform wrote in this pipeline (its analyses of
+    each span it read, keyed by the span's files): the next run analyses only the new span."""
+    caches = [a for a in g.of_type("TransformCache") if getattr(g.producer(a), "component", None) == TRANSFORM]
+    return caches[-1] if caches else None
 
 
 def latest_tuning(g: Graph) -> Artifact | None:

@@ -138,6 +138,7 @@ def create_pipeline(
             "module_fingerprint": transform_code,
             resolution.LINEAGE_KEY: lineage_scope,
             resolution.WINDOW_KEY: cfg.train_window_spans,
+            resolution.ANALYZER_CACHE_KEY: cfg.analyzer_cache,
         },
         # StatisticsGen already describes the raw data; skipping Transform's own pre- and
         # post-transform statistics saves a full pass over the data.

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 LINEAGE_KEY = "lineage"  # the scope, in custom_config or as an execution property
 WINDOW_KEY = "train_window_spans"  # Transform's custom_config: the window, in spans
+ANALYZER_CACHE_KEY = "analyzer_cache"  # Transform's custom_config: reuse earlier analyses
+CACHE_FROM = "analyzer_cache_from"  # recorded on Transform's outputs: the cache it read
 
 
 def load_graph(scope: str) -> lineage.Graph:
@@ -115,6 +117,12 @@ class TransformExecutor(transform_executor.Executor):
         input_dict[standard_component_specs.EXAMPLES_KEY] = [input_dict[standard_component_specs.EXAMPLES_KEY][0]] + [
             tfx_artifact(a, standard_artifacts.Examples) for a in window[1:]
         ]
+        # The analyses of the window's earlier spans, from the run that last analysed them
+        # (tf.Transform keys them by the span's files and by the analysers' graph, so a
+        # changed preprocessing_fn recomputes them): span N's run analyses span N only.
+        cache = lineage.analyzer_cache(g) if config.get(ANALYZER_CACHE_KEY, True) else None
+        if cache is not None:
+            input_dict[standard_component_specs.ANALYZER_CACHE_KEY] = [tfx_artifact(cache, standard_artifacts.TransformCache)]
         original = output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY][0]
         super().Do(input_dict, output_dict, exec_properties)
         replicas = output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]
@@ -125,6 +133,7 @@ class TransformExecutor(transform_executor.Executor):
         for key in (standard_component_specs.TRANSFORMED_EXAMPLES_KEY, standard_component_specs.TRANSFORM_GRAPH_KEY):
             for artifact in output_dict.get(key, []):
                 artifact.set_string_custom_property(lineage.WINDOW, uris)
+                artifact.set_string_custom_property(CACHE_FROM, cache.uri if cache is not None else "")
 
 
 # --- Trainer: warm start and the newest tuning ---------------------------------------------------
