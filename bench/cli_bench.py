@@ -13,9 +13,11 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         "a one-line error (no such store)": ["runs", "--metadata", "/nonexistent.sqlite"],
         "--help": ["--help"],
     }
+    # rollback writes (a record, and the serving folder when it rolls back): on a copy.
+    scratch = tempfile.mkdtemp(prefix="cli-bench-")
+    shutil.copy(args.metadata, os.path.join(scratch, "metadata.sqlite"))
+    shutil.copytree(os.path.join(os.path.dirname(args.metadata), "serving"), os.path.join(scratch, "serving"))
+    pushed = len(os.listdir(os.path.join(scratch, "serving")))
+    name = "rollback (one version: nothing to roll back to)" if pushed == 1 else f"rollback ({pushed} versions)"
+    commands[name] = [
+        "rollback",
+        "--metadata",
+        os.path.join(scratch, "metadata.sqlite"),
+        "--model-dir",
+        os.path.join(scratch, "serving"),
+    ]
     rows = []
     for name, command in commands.items():
         median, slowest, code = timed(command, args.repeat)
@@ -71,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         )
+    shutil.rmtree(scratch)
     print(f"written to {args.output}")
     return 0
 

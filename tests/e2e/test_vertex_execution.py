@@ -506,9 +506,3 @@ def test_rollback_restores_span_1s_model_on_the_endpoint(other_pipeline, third_r
     again = json.loads(cloud.cli("rollback", "--json").stdout)
     assert again["rolled_back_to"] == result["served_before"]
 
-
-def test_where_the_story_spends_its_time(first_run, other_pipeline, third_run, cloud, capsys):
-    """Not an assertion on speed: the seconds each task took, printed for the record."""
-    with capsys.disabled():
-        for label, run in (("span 1", first_run), ("span 3", third_run), ("other", other_pipeline[1])):
-            print(f"\n{label}: {sum(run.seconds.values()):.0f} s {run.seconds}")
