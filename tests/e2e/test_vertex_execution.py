@@ -505,4 +505,3 @@ def test_rollback_restores_span_1s_model_on_the_endpoint(other_pipeline, third_r
     # Nothing older to go back to but span 3's: a second rollback restores it (traffic moved).
     again = json.loads(cloud.cli("rollback", "--json").stdout)
     assert again["rolled_back_to"] == result["served_before"]
-
