@@ -300,6 +300,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     md = open_metadata(args.metadata, args.pipeline_name, read_only=False)
     try:
+        rollback.plan(md, args.to)  # refuses at once, before the heavy imports below
         if is_vertex(args.metadata):
             done = rollback.rollback_endpoint(md, args.to)
         else:

@@ -169,8 +169,8 @@ class Column:
             return cls(missing, strings=[None if m else t for m, t in zip(missing, text.tolist())])
         numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
         # "nan" and "inf" parse as numbers: refused below as not finite, like JSON's NaN.
-        unparsed = np.isnan(numbers) & ~missing & ~text.str.strip().str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
-        wrong = {int(i): text.iat[int(i)] for i in np.flatnonzero(unparsed)}
+        suspects = np.flatnonzero(np.isnan(numbers) & ~missing)  # few: look at each
+        wrong = {int(i): text.iat[int(i)] for i in suspects if text.iat[int(i)].strip().lower() not in ("nan", "-nan", "+nan")}
         return cls(missing, numbers=numbers, wrong=wrong)
 
     def problems(self, name: str, kind: str, domain: tuple[float, float] | None) -> Iterator[tuple[int, str]]:

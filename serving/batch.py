@@ -67,7 +67,7 @@ class RowBatch:
     moves batches, not rows: per-element overhead, not the model, bounds a row-per-element
     pipeline's speed."""
 
-    keys: list[list[Any]]
+    keys: list[str]  # each row's key columns, already a CSV line's start (see csv_key)
     rows: Rows
     file: str
 
@@ -75,8 +75,57 @@ class RowBatch:
         return len(self.keys)
 
 
+def csv_key(values: Sequence[Any]) -> str:
+    """Key column values as the start of an output CSV line (quoted only where CSV needs it).
+    Rendered once while parsing: a string per row moves between Beam stages far cheaper than
+    a list of them."""
+    texts = ["" if v is None else str(v) for v in values]
+    if any(("," in t or '"' in t or "\n" in t or "\r" in t) for t in texts):
+        out = io.StringIO()
+        csv.writer(out, lineterminator="").writerow(texts)
+        return out.getvalue()
+    return ",".join(texts)
+
+
 def _dead(file: str, line: int | None, reason: str, text: str) -> Any:
     return beam.pvalue.TaggedOutput(DEAD_LETTER, {"file": file, "line": line, "reason": reason, "input": text[:500]})
+
+
+def _split_lines(
+    lines: Sequence[str], first_line: int, width: int, file: str
+) -> tuple[dict[int, Any], list[int], list[str], list[Any]]:
+    """A chunk's lines -> (column index -> its cells, each kept line's number and text, dead
+    letters). Plain chunks (no quotes, every line `width` fields) go through pandas' C
+    parser; any other chunk line by line through the csv module, where a ragged or unreadable
+    line becomes a dead letter."""
+    import pandas as pd
+
+    kept = [(first_line + offset, line.rstrip("\r\n")) for offset, line in enumerate(lines)]
+    kept = [(n, t) for n, t in kept if t]
+    if not kept:
+        return {}, [], [], []
+    numbers, texts = [n for n, _ in kept], [t for _, t in kept]
+    if not any('"' in t or t.count(",") != width - 1 for t in texts):
+        frame = pd.read_csv(
+            io.StringIO("\n".join(texts)), header=None, names=range(width), dtype=str, na_filter=False, engine="c"
+        )
+        return {i: frame[i].to_numpy(object) for i in range(width)}, numbers, texts, []
+    fields, good_numbers, good_texts, dead = [], [], [], []
+    for n, line in kept:
+        try:
+            values = line.split(",") if '"' not in line else next(csv.reader([line]))
+        except (csv.Error, StopIteration) as e:
+            dead.append(_dead(file, n, f"unreadable CSV: {e}", line))
+            continue
+        if len(values) != width:
+            dead.append(_dead(file, n, f"expected {width} columns, got {len(values)}", line))
+            continue
+        fields.append(values)
+        good_numbers.append(n)
+        good_texts.append(line)
+    if not fields:
+        return {}, [], [], dead
+    return {i: np.array(c, dtype=object) for i, c in enumerate(zip(*fields))}, good_numbers, good_texts, dead
 
 
 def parse_csv_lines(
@@ -92,43 +141,34 @@ def parse_csv_lines(
     1-based line number of lines[0] in the file."""
     import pandas as pd
 
-    width = len(header)
-    fields, numbers, texts, dead = [], [], [], []
-    for offset, line in enumerate(lines):
-        line = line.rstrip("\r\n")
-        if not line:
-            continue
-        try:
-            values = line.split(",") if '"' not in line else next(csv.reader([line]))
-        except (csv.Error, StopIteration) as e:
-            dead.append(_dead(file, first_line + offset, f"unreadable CSV: {e}", line))
-            continue
-        if len(values) != width:
-            dead.append(_dead(file, first_line + offset, f"expected {width} columns, got {len(values)}", line))
-            continue
-        fields.append(values)
-        numbers.append(first_line + offset)
-        texts.append(line)
-    if not fields:
+    cells, numbers, texts, dead = _split_lines(lines, first_line, len(header), file)
+    if not numbers:
         return None, dead
-    by_column = list(zip(*fields))
     index = {name: i for i, name in enumerate(header)}
-    columns = {
-        name: Column.from_text(pd.Series(by_column[index[name]], dtype=object), kind) for name, kind in contract.kinds.items()
-    }
+    columns = {name: Column.from_text(pd.Series(cells[index[name]], dtype=object), kind) for name, kind in contract.kinds.items()}
     problems = contract.check(columns)
     bad = [i for i, p in enumerate(problems) if p is not None]
     for i in bad:
         dead.append(_dead(file, numbers[i], str(problems[i]), texts[i]))
-    keep = np.ones(len(fields), bool)
+    keep = np.ones(len(numbers), bool)
     keep[bad] = False
     if not keep.any():
         return None, dead
     rows = dense_rows(columns, contract, dtypes)
     if bad:
         rows = Rows({k: v[keep] for k, v in rows.columns.items()})
-    key_index = [index[k] for k in key_columns]
-    keys = [[values[i] for i in key_index] for values, kept in zip(fields, keep) if kept]
+    # The output's key columns, one CSV text per row: joined column-wise where no line has
+    # quotes (no field then needs them), else row by row with the csv module's quoting.
+    key_cells = [cells[index[k]][keep] for k in key_columns]
+    if any('"' in t for t in texts):
+        keys = [csv_key(values) for values in zip(*key_cells)]
+    elif key_cells:
+        joined = key_cells[0]
+        for column in key_cells[1:]:
+            joined = joined + "," + column
+        keys = list(joined)
+    else:
+        keys = [""] * int(keep.sum())
     return RowBatch(keys, rows, file), dead
 
 
@@ -199,7 +239,7 @@ class ParseExampleBatch(beam.DoFn):
                 dead.append(_dead(self.file, None, "none of the model's features", record[:200].hex()))
                 continue
             parsed.append(row)
-            keys.append([example_value(feature, k) for k in self.key_columns])
+            keys.append(csv_key([example_value(feature, k) for k in self.key_columns]))
         batch = None
         if parsed:
             columns = {name: Column.from_json([r[name] for r in parsed], kind) for name, kind in self.contract.kinds.items()}
@@ -309,11 +349,7 @@ def estimate_rows(files: Sequence[str], input_format: str) -> int:
 
 def _to_csv(result: PredictionResult) -> str:
     """A scored RowBatch as one multi-line CSV text (WriteToText adds the last newline)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for keys, p in zip(result.example.keys, result.inference):
-        writer.writerow([*("" if k is None else k for k in keys), f"{p:.6f}"])
-    return out.getvalue()[:-1]
+    return "\n".join(f"{key},{p:.6f}" for key, p in zip(result.example.keys, result.inference))
 
 
 def _release_shared_models() -> None:
