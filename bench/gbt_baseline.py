@@ -15,8 +15,10 @@ has no AUC and is reported as such.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import glob
 import os
+import platform
 import sys
 import zlib
 
@@ -29,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from bench.common import replace_section  # noqa: E402
 from modules import features as F  # noqa: E402
 from serving.batch import example_value  # noqa: E402
 
@@ -73,6 +76,7 @@ def metrics(y: np.ndarray, p: np.ndarray) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=os.path.join(ROOT, "outputs"), help="the pipeline's --output")
+    parser.add_argument("--record", action="store_true", help="also write the table to bench/SLICES.md")
     args = parser.parse_args()
     dirs = sorted(glob.glob(os.path.join(args.output, "tfx", "example_gen", "examples", "*")), key=os.path.getmtime)
     if not dirs:
@@ -93,12 +97,20 @@ def main() -> int:
             {v for v in slices[feature] if v is not None and v not in values}, key=lambda v: -(slices[feature] == v).sum()
         )
         groups += [(f"{feature} = {v}", slices[feature] == v) for v in others[:3]]
-    print(f"eval split of {dirs[-1]} ({len(y_eval)} rows)\n")
-    print("| slice | rows | " + " | ".join(f"{name} accuracy | {name} AUC" for name in scored) + " |")
-    print("|---|---:|" + "---:|---:|" * len(scored))
+    lines = [
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python bench/gbt_baseline.py`, {platform.machine()}, "
+        f"{os.cpu_count()} cores: the eval split of the newest run's ExampleGen ({len(y_eval)} rows), scored by "
+        "scikit-learn's gradient-boosted trees trained on its train split and by the newest pushed model.",
+        "",
+        "| slice | rows | " + " | ".join(f"{name} accuracy | {name} AUC" for name in scored) + " |",
+        "|---|---:|" + "---:|---:|" * len(scored),
+    ]
     for name, mask in groups:
         cells = " | ".join(metrics(y_eval[mask], p[mask]) for p in scored.values())
-        print(f"| {name} | {mask.sum()} | {cells} |")
+        lines.append(f"| {name} | {mask.sum()} | {cells} |")
+    print("\n".join(lines))
+    if args.record:
+        replace_section(os.path.join(ROOT, "bench", "SLICES.md"), "## The model against gradient-boosted trees, per slice", lines)
     return 0
 
 

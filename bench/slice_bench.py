@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1234], help="training seeds (default: %(default)s)")
     args = parser.parse_args(argv)
 
+    from bench.common import replace_section
     from modules import features as F
     from modules.hparams import HParams
     from ops.evaluation import sliced_metrics
@@ -60,8 +61,6 @@ def main(argv=None) -> int:
         )
         shutil.rmtree(work, ignore_errors=True)
     lines = [
-        "# Gated slices: calibration across seeds",
-        "",
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python bench/slice_bench.py --seeds "
         f"{' '.join(map(str, args.seeds))}`, {platform.machine()}, {os.cpu_count()} cores: the default configuration on "
         "the bundled data, one full run per seed, each without a baseline.",
@@ -83,8 +82,7 @@ def main(argv=None) -> int:
             f"{thresholds.slice_min_auc}, at most {thresholds.slice_max_auc_regression} below the baseline's. A retrain "
             f"of the same model {'passes' if passes else 'is REFUSED'}.",
         ]
-    with open(os.path.join(ROOT, "bench", "SLICES.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    replace_section(os.path.join(ROOT, "bench", "SLICES.md"), "## Gated slices: calibration across seeds", lines)
     print("\n".join(lines))
     return 0
 

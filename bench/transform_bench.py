@@ -75,6 +75,42 @@ def child(inputs: dict, tf1: int, out: str) -> float:
     return seconds
 
 
+def transformed(out: str) -> dict[str, dict[str, list]]:
+    """Split -> feature -> every value of Transform's output, in order."""
+    import glob
+
+    import tensorflow as tf
+
+    splits: dict[str, dict[str, list]] = {}
+    for folder in sorted(glob.glob(os.path.join(out, "transformed_examples", "Split-*"))):
+        values: dict[str, list] = {}
+        files = sorted(glob.glob(os.path.join(folder, "*")))
+        for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+            for name, f in tf.train.Example.FromString(record.numpy()).features.feature.items():
+                values.setdefault(name, []).extend(f.float_list.value or f.int64_list.value or f.bytes_list.value)
+        splits[os.path.basename(folder)] = values
+    return splits
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """What differs between two Transform outputs (float features to 1e-6 relative)."""
+    import numpy as np
+
+    if a.keys() != b.keys():
+        return [f"splits {sorted(a)} vs {sorted(b)}"]
+    found = []
+    for split in a:
+        if a[split].keys() != b[split].keys():
+            found.append(f"{split}: features {sorted(a[split])} vs {sorted(b[split])}")
+            continue
+        for name, x in a[split].items():
+            y = b[split][name]
+            same = len(x) == len(y) and np.allclose(x, y, rtol=1e-6, atol=1e-7) if x and isinstance(x[0], float) else x == y
+            if not same:
+                found.append(f"{split}/{name}")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-output", required=True, help="a runner.py run --output folder")
@@ -89,6 +125,7 @@ def main() -> None:
 
     inputs = transform_inputs(args.run_output)
     seconds: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    outputs: dict[str, dict] = {}
     for _ in range(args.repeat):
         for mode in args.modes:  # interleaved, so drift in the machine hits both
             tf1 = MODES[mode]
@@ -102,10 +139,15 @@ def main() -> None:
                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
                 )
                 seconds[mode].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+                outputs.setdefault(mode, transformed(out))
     print(f"Transform executor alone on {inputs['examples']['uri']} (in_memory Beam), {args.repeat} runs per mode:\n")
     print("| mode | median (s) | runs (s) |\n|---|---:|---|")
     for mode, values in seconds.items():
         print(f"| {mode} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+    if len(outputs) == 2:
+        found = differences(*outputs.values())
+        verdict = "identical" if not found else "DIFFER in " + ", ".join(found)
+        print(f"\noutputs of the two modes (every split, every feature): {verdict}")
 
 
 if __name__ == "__main__":
