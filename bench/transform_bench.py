@@ -3,8 +3,9 @@
 Transform is the pipeline's largest data stage. This re-runs only it: the newest run's
 Transform inputs (examples and schema) are read from ML Metadata, and TFX's own Transform
 executor runs on them with this project's `preprocessing_fn` and in_memory Beam args, each
-repetition in a fresh process, in tf.Transform's TF2 mode (the pipeline's) and in its TF1
-graph mode (`force_tf_compat_v1`), side by side.
+repetition in a fresh process, in tf.Transform's TF2 mode and in its TF1 graph mode
+(`force_tf_compat_v1`, the pipeline's since pipeline.TRANSFORM_TF1_GRAPH), side by side;
+then the two modes' outputs are compared, feature by feature.
 
     .venv/bin/python bench/transform_bench.py --run-output outputs [--repeat 2]
 
@@ -105,8 +106,12 @@ def differences(a: dict, b: dict) -> list[str]:
             continue
         for name, x in a[split].items():
             y = b[split][name]
-            same = len(x) == len(y) and np.allclose(x, y, rtol=1e-6, atol=1e-7) if x and isinstance(x[0], float) else x == y
-            if not same:
+            if len(x) != len(y):
+                found.append(f"{split}/{name} ({len(x)} vs {len(y)} values)")
+            elif x and isinstance(x[0], float):
+                if not np.allclose(x, y, rtol=1e-6, atol=1e-7):
+                    found.append(f"{split}/{name} (largest difference {np.max(np.abs(np.subtract(x, y))):.1e})")
+            elif x != y:
                 found.append(f"{split}/{name}")
     return found
 

@@ -94,10 +94,12 @@ def analyze_and_transform(rows: list[dict], output_dir: str):
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     from modules.preprocessing import preprocessing_fn
+    from pipeline.pipeline import TRANSFORM_TF1_GRAPH
 
     metadata = dataset_metadata.DatasetMetadata(load_schema())
-    # Python lists in, lists out: tf.Transform runs the Beam pipeline itself (DirectRunner).
-    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+    # Python lists in, lists out: tf.Transform runs the Beam pipeline itself (DirectRunner),
+    # in the pipeline's mode.
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=TRANSFORM_TF1_GRAPH):
         (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             preprocessing_fn, output_record_batches=False
         )
