@@ -106,7 +106,10 @@ class _ServingModule(tf.Module):
 
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
         super().__init__()
-        self.model = model
+        # The Keras model's variables, not the model: tracked as a child, the model would add a
+        # traced function per Keras layer to the SavedModel (most of its export and load time).
+        self.__dict__["_keras_model"] = model
+        self.model_variables = list(model.variables)
         self.tft_layer = tf_transform_output.transform_features_layer()
         raw_spec = tf_transform_output.raw_feature_spec()
         self._serving_parse_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_SOURCE_KEYS}
@@ -134,7 +137,7 @@ class _ServingModule(tf.Module):
 
     def _predict(self, raw: dict) -> dict[str, tf.Tensor]:
         transformed = self.tft_layer(raw)
-        probability = self.model({k: transformed[k] for k in self._model_inputs})
+        probability = self._keras_model({k: transformed[k] for k in self._model_inputs})
         return {PREDICTION_KEY: tf.squeeze(probability, axis=1)}
 
 
@@ -154,7 +157,9 @@ def _warm_start(model: keras.Model, base_model_dir: str) -> bool:
     """Copies weights from the previous model when its architecture matches."""
     base = tf.saved_model.load(base_model_dir)
     try:
-        base_weights = {v.name: v for v in base.model.variables}
+        # model_variables since the lean export; exports before it tracked the Keras model.
+        variables = base.model_variables if hasattr(base, "model_variables") else base.model.variables
+        base_weights = {v.name: v for v in variables}
     except AttributeError:
         logger.warning("warm start skipped: %s has no tracked model", base_model_dir)
         return False

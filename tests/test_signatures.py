@@ -54,3 +54,21 @@ def test_transform_signature_yields_the_training_label(exported, sample_rows, tr
     labels = loaded.signatures[TRANSFORM_SIGNATURE](examples=examples)[F.LABEL_KEY].numpy()
     assert labels.tolist() == [r[F.LABEL_KEY] for r in rows]
     assert 0 < labels.mean() < 1
+
+
+def test_a_new_model_warm_starts_from_the_export(exported_model, transformed_sample):
+    """The export keeps the Keras model's variables (not its per-layer functions) under their
+    names: a new model of the same architecture starts from exactly the exported weights, and
+    predicts what the exported model predicted."""
+    from helpers import batch
+    from modules.hparams import HParams
+    from modules.model import build_model
+    from modules.trainer import _warm_start
+
+    export_dir, expected = exported_model
+    model = build_model(HParams(dropout=0.0))
+    features, _ = batch(transformed_sample[0])
+    assert not np.allclose(model.predict(features, verbose=0)[:, 0], expected, atol=1e-3)  # fresh weights differ
+    assert _warm_start(model, export_dir)
+    np.testing.assert_allclose(model.predict(features, verbose=0)[:, 0], expected, rtol=1e-5, atol=1e-6)
+    assert not _warm_start(build_model(HParams(hidden_units=(8,))), export_dir)  # another architecture: skipped
