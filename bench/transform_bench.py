@@ -27,6 +27,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 MODES = {"tf2": 0, "tf1_compat": 1}
+# z-scores of latitudes (spread 0.02 degrees) differ by up to ~2e-4 between the modes: float32
+# holds a latitude to ~4e-6 degrees. A real change of a transformation is far larger.
+FLOAT_TOLERANCE = 1e-3
 
 
 def transform_inputs(run_output: str) -> dict[str, dict]:
@@ -93,13 +96,16 @@ def transformed(out: str) -> dict[str, dict[str, list]]:
     return splits
 
 
-def differences(a: dict, b: dict) -> list[str]:
-    """What differs between two Transform outputs (float features to 1e-6 relative)."""
+def differences(a: dict, b: dict) -> tuple[list[str], float]:
+    """(what differs beyond float noise, the largest difference of a float feature) between two
+    Transform outputs. Ints and strings (ids, vocabularies, the label) must be equal; floats
+    differ by float32 rounding between the modes, so only a difference over FLOAT_TOLERANCE
+    counts."""
     import numpy as np
 
     if a.keys() != b.keys():
-        return [f"splits {sorted(a)} vs {sorted(b)}"]
-    found = []
+        return [f"splits {sorted(a)} vs {sorted(b)}"], 0.0
+    found, largest = [], 0.0
     for split in a:
         if a[split].keys() != b[split].keys():
             found.append(f"{split}: features {sorted(a[split])} vs {sorted(b[split])}")
@@ -109,11 +115,13 @@ def differences(a: dict, b: dict) -> list[str]:
             if len(x) != len(y):
                 found.append(f"{split}/{name} ({len(x)} vs {len(y)} values)")
             elif x and isinstance(x[0], float):
-                if not np.allclose(x, y, rtol=1e-6, atol=1e-7):
-                    found.append(f"{split}/{name} (largest difference {np.max(np.abs(np.subtract(x, y))):.1e})")
+                gap = float(np.max(np.abs(np.subtract(x, y))))
+                largest = max(largest, gap)
+                if gap > FLOAT_TOLERANCE:
+                    found.append(f"{split}/{name} (largest difference {gap:.1e})")
             elif x != y:
                 found.append(f"{split}/{name}")
-    return found
+    return found, largest
 
 
 def main() -> None:
@@ -150,9 +158,12 @@ def main() -> None:
     for mode, values in seconds.items():
         print(f"| {mode} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
     if len(outputs) == 2:
-        found = differences(*outputs.values())
-        verdict = "identical" if not found else "DIFFER in " + ", ".join(found)
-        print(f"\noutputs of the two modes (every split, every feature): {verdict}")
+        found, largest = differences(*outputs.values())
+        verdict = "the same" if not found else "DIFFERENT in " + ", ".join(found)
+        print(
+            f"\noutputs of the two modes, every split and feature: {verdict} (ints and strings equal, floats within "
+            f"{FLOAT_TOLERANCE:g}; largest float difference {largest:.1e})"
+        )
 
 
 if __name__ == "__main__":

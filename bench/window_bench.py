@@ -11,7 +11,7 @@ process, so that drift in the machine hits both. Recorded per run: wall time of 
 the pipeline alone, Transform, Trainer and Evaluator (from ML Metadata), whether Transform read
 an analyzer cache, the spans trained on, whether a baseline was evaluated, and the eval AUC.
 The figure of merit is the last run's pipeline time over the first run's, per series.
-Results go to the "Window" section of bench/RESULTS.md.
+Results go to bench/WINDOW.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import execution_seconds, replace_section  # noqa: E402
+from bench.common import execution_seconds, write_page  # noqa: E402
 
 SCHEMA = os.path.join(ROOT, "schemas", "schema.pbtxt")
 DATA = os.path.join(ROOT, "data", "taxi.csv")
@@ -129,8 +129,7 @@ def main() -> int:
             f"- {name}: run {args.spans} / run 1 = {last['pipeline'] / first['pipeline']:.2f}x of the pipeline "
             f"({last['pipeline']} s / {first['pipeline']} s), Transform {last['transform'] / first['transform']:.2f}x."
         )
-    replace_section(os.path.join(ROOT, "bench", "RESULTS.md"), "## Window: a daily run against its window", lines)
-    print("\n".join(lines))
+    write_page(os.path.join(ROOT, "bench", "WINDOW.md"), ["# A daily run against its window", "", *lines, ""])
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
