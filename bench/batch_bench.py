@@ -15,10 +15,8 @@ start. Results are printed and appended to bench/SERVING.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import glob
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import replace_section  # noqa: E402
+from common import replace_section, stamp  # noqa: E402
 
 DATA = os.path.join(ROOT, "data", "taxi.csv")
 BEFORE = "53d4188"  # main before this change
@@ -105,8 +103,7 @@ def main(argv=None) -> int:
             "## Batch prediction, before and after the one validator",
             [
                 "",
-                f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `{command}`, {platform.machine()}, "
-                f"{os.cpu_count()} cores: `predict()` on {total:,} rows (the bundled CSV x{args.copies}), in-memory "
+                f"{stamp(command)}: `predict()` on {total:,} rows (the bundled CSV x{args.copies}), in-memory "
                 "DirectRunner, side by side in one process.",
                 "",
                 "| code | seconds | rows/s | scored | dead letters |",

@@ -10,6 +10,15 @@ def execution_seconds(md, run, component: str) -> float:
     return round((execution.updated_ms - execution.created_ms) / 1000, 1)
 
 
+def stamp(command: str) -> str:
+    """When, how and where a result was measured: the start of a results paragraph."""
+    import datetime as dt
+    import os
+    import platform
+
+    return f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `{command}`, {platform.machine()}, {os.cpu_count()} cores"
+
+
 def replace_section(path: str, header: str, lines: list[str]) -> None:
     """Replaces the section that starts with `header` (a "## " line) in a results page, or adds
     it at the end, keeping every other section."""

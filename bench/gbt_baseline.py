@@ -15,10 +15,8 @@ has no AUC and is reported as such.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import glob
 import os
-import platform
 import sys
 import zlib
 
@@ -31,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from bench.common import replace_section  # noqa: E402
+from bench.common import replace_section, stamp  # noqa: E402
 from modules import features as F  # noqa: E402
 from serving.batch import example_value  # noqa: E402
 
@@ -98,9 +96,9 @@ def main() -> int:
         )
         groups += [(f"{feature} = {v}", slices[feature] == v) for v in others[:3]]
     lines = [
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python bench/gbt_baseline.py`, {platform.machine()}, "
-        f"{os.cpu_count()} cores: the eval split of the newest run's ExampleGen ({len(y_eval)} rows), scored by "
-        "scikit-learn's gradient-boosted trees trained on its train split and by the newest pushed model.",
+        stamp("python bench/gbt_baseline.py --record")
+        + f": the eval split of the newest run's ExampleGen ({len(y_eval)} rows), scored by scikit-learn's "
+        "gradient-boosted trees trained on its train split and by the newest pushed model.",
         "",
         "| slice | rows | " + " | ".join(f"{name} accuracy | {name} AUC" for name in scored) + " |",
         "|---|---:|" + "---:|---:|" * len(scored),

@@ -14,9 +14,7 @@ between seeds has to sit inside `slice_max_auc_regression`, and every seed above
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1234], help="training seeds (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    from bench.common import replace_section
+    from bench.common import replace_section, stamp
     from modules import features as F
     from modules.hparams import HParams
     from ops.evaluation import sliced_metrics
@@ -61,8 +59,7 @@ def main(argv=None) -> int:
         )
         shutil.rmtree(work, ignore_errors=True)
     lines = [
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python bench/slice_bench.py --seeds "
-        f"{' '.join(map(str, args.seeds))}`, {platform.machine()}, {os.cpu_count()} cores: the default configuration on "
+        f"{stamp('python bench/slice_bench.py --seeds ' + ' '.join(map(str, args.seeds)))}: the default configuration on "
         "the bundled data, one full run per seed, each without a baseline.",
         "",
         "| seed | overall AUC | " + " | ".join(f"{s} AUC" for s in slices) + " | blessed |",

@@ -17,10 +17,8 @@ Results go to bench/WINDOW.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import execution_seconds, write_page  # noqa: E402
+from bench.common import execution_seconds, stamp, write_page  # noqa: E402
 
 SCHEMA = os.path.join(ROOT, "schemas", "schema.pbtxt")
 DATA = os.path.join(ROOT, "data", "taxi.csv")
@@ -106,8 +104,7 @@ def main() -> int:
             print(f"span {span}, {name}: {results[name][-1]}", flush=True)
 
     lines = [
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
-        f"`python bench/window_bench.py --spans {args.spans} --window {args.window} --rows {args.rows}`: one span of "
+        f"{stamp(f'python bench/window_bench.py --spans {args.spans} --window {args.window} --rows {args.rows}')}: one span of "
         f"{args.rows:,} rows a day, the newest {args.window} passed spans trained on, each run in a fresh process, "
         "the two series interleaved run by run.",
         "",

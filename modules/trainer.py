@@ -102,7 +102,8 @@ def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
 
 
 class _ServingModule(tf.Module):
-    """Holds the model and the Transform layer so that tf.saved_model.save tracks both."""
+    """Holds the model's variables and the Transform layer so that tf.saved_model.save tracks
+    both (not the Keras model itself: see below)."""
 
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
         super().__init__()
