@@ -132,25 +132,32 @@ def quantile_shift(current, reference, feature: str) -> float | None:
     return max(abs(c - r) for c, r in zip(cur, ref)) / spread
 
 
-def quantile_rows(current, reference, limits: Limits, **tags) -> tuple[list[dict], list[dict]]:
-    """(rows beyond a limit, every measurement as {feature, measure, value, threshold})."""
+def _rows_over_limits(measure: str, kind: str, measure_fn, limit_of: Mapping[str, float], describe, tags: dict):
+    """(rows beyond a limit, every measurement as {feature, measure, value, threshold}) for
+    one drift measure `measure_fn(feature)` against per-feature limits; `describe(feature,
+    value, threshold)` words a row."""
     rows, measured = [], []
-    for feature, threshold in sorted(limits.quantile_shift.items()):
-        value = quantile_shift(current, reference, feature)
+    for feature, threshold in sorted(limit_of.items()):
+        value = measure_fn(feature)
         if value is None:
             continue
-        measured.append({"feature": feature, "measure": "decile shift", "value": round(value, 4), "threshold": threshold})
+        measured.append({"feature": feature, "measure": measure, "value": round(value, 4), "threshold": threshold})
         if value > threshold:
-            rows.append(
-                {
-                    **tags,
-                    "feature": feature,
-                    "kind": QUANTILE_SHIFT_HIGH,
-                    "description": f"the deciles moved by up to {value:.2f}x the previous span's 10%-90% range "
-                    f"(limit {threshold})",
-                }
-            )
+            rows.append({**tags, "feature": feature, "kind": kind, "description": describe(feature, value, threshold)})
     return rows, measured
+
+
+def quantile_rows(current, reference, limits: Limits, **tags) -> tuple[list[dict], list[dict]]:
+    """(rows beyond a limit, every measurement as {feature, measure, value, threshold})."""
+    return _rows_over_limits(
+        "decile shift",
+        QUANTILE_SHIFT_HIGH,
+        lambda feature: quantile_shift(current, reference, feature),
+        limits.quantile_shift,
+        lambda feature, value, threshold: f"the deciles moved by up to {value:.2f}x the previous span's 10%-90% range "
+        f"(limit {threshold})",
+        tags,
+    )
 
 
 # --- Scale: a multiplicative change --------------------------------------------------------------
@@ -176,25 +183,24 @@ def scale_shift(current, reference, feature: str) -> float | None:
 
 
 def scale_rows(current, reference, limits: Limits, **tags) -> tuple[list[dict], list[dict]]:
-    rows, measured = [], []
-    for feature, threshold in sorted(limits.scale_shift.items()):
-        value = scale_shift(current, reference, feature)
-        if value is None:
-            continue
-        measured.append({"feature": feature, "measure": "scale factor", "value": round(value, 4), "threshold": threshold})
-        if value > threshold:
-            cur, ref = deciles(current, feature), deciles(reference, feature)
-            direction = "up" if cur and ref and cur[4] > ref[4] else "down"
-            rows.append(
-                {
-                    **tags,
-                    "feature": feature,
-                    "kind": SCALE_SHIFT_HIGH,
-                    "description": f"its deciles moved {direction} by a factor of {value:.2f} from the previous span's "
-                    f"(limit x{threshold}): a change of price or unit?",
-                }
-            )
-    return rows, measured
+    """(rows beyond a limit, every measurement), for the scale factor (scale_shift)."""
+
+    def describe(feature: str, value: float, threshold: float) -> str:
+        cur, ref = deciles(current, feature), deciles(reference, feature)
+        direction = "up" if cur and ref and cur[4] > ref[4] else "down"
+        return (
+            f"its deciles moved {direction} by a factor of {value:.2f} from the previous span's "
+            f"(limit x{threshold}): a change of price or unit?"
+        )
+
+    return _rows_over_limits(
+        "scale factor",
+        SCALE_SHIFT_HIGH,
+        lambda feature: scale_shift(current, reference, feature),
+        limits.scale_shift,
+        describe,
+        tags,
+    )
 
 
 # --- Presence: a feature that empties out -------------------------------------------------------
