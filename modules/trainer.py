@@ -101,45 +101,73 @@ def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
     return tf.SparseTensor(indices, tf.boolean_mask(x, present), tf.stack([tf.size(x, out_type=tf.int64), 1]))
 
 
+def _parsed_spec(feature_spec: dict) -> dict[str, tf.TypeSpec]:
+    """What tf.io.parse_example returns for `feature_spec`, as type specs."""
+    specs: dict[str, tf.TypeSpec] = {}
+    for key, feature in feature_spec.items():
+        if isinstance(feature, tf.io.VarLenFeature):
+            specs[key] = tf.SparseTensorSpec([None, None], feature.dtype)
+        elif isinstance(feature, tf.io.FixedLenFeature):
+            specs[key] = tf.TensorSpec([None, *feature.shape], feature.dtype)
+        else:
+            raise TypeError(f"{key}: a {type(feature).__name__} is not a raw feature this export serves")
+    return specs
+
+
 class _ServingModule(tf.Module):
-    """Holds the model's variables and the Transform layer so that tf.saved_model.save tracks
-    both (not the Keras model itself: see below)."""
+    """Holds the model's variables and the Transform graph's resources so that
+    tf.saved_model.save tracks both, and the serving signatures.
+
+    Neither the Keras model nor tf.Transform's Keras layer is tracked as a child: tracked, each
+    Keras layer adds traced functions of its own to the SavedModel, and every trace of the
+    Transform layer adds a pruned copy of the whole Transform graph (six of them, most of the
+    export's and every load's time). The two serving signatures share one traced
+    application of the Transform graph; `transform_features` (with the label's inputs) has
+    the other.
+    """
 
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
         super().__init__()
-        # The Keras model's variables, not the model: tracked as a child, the model would add a
-        # traced function per Keras layer to the SavedModel (most of its export and load time).
         self.__dict__["_keras_model"] = model
         self.model_variables = list(model.variables)
-        self.tft_layer = tf_transform_output.transform_features_layer()
+        tft_layer = tf_transform_output.transform_features_layer()
+        self.__dict__["_tft_layer"] = tft_layer
+        # What tf.Transform's layer itself tracks: the loaded Transform graph's tables, assets
+        # and variables (tensorflow_transform/output_wrapper.py, TransformFeaturesLayer).
+        self.transform_graph = tft_layer._saved_model_loader_tracked_dict
         raw_spec = tf_transform_output.raw_feature_spec()
         self._serving_parse_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_SOURCE_KEYS}
         self._full_parse_spec = raw_spec
         self._model_inputs = list(model.input_names)
 
+        # One input signature for both ways in: tf.io.parse_example's output for the raw spec
+        # (the raw signature's _dense_to_sparse yields the same), so one trace, one copy.
+        model_raw_keys = F.raw_input_keys()  # what the raw signature takes
+
+        @tf.function(input_signature=[_parsed_spec({k: raw_spec[k] for k in model_raw_keys})])
+        def predict(raw):
+            transformed = tft_layer(raw)
+            probability = model({k: transformed[k] for k in self._model_inputs})
+            return {PREDICTION_KEY: tf.squeeze(probability, axis=1)}
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve_examples(examples):
             raw = tf.io.parse_example(examples, self._serving_parse_spec)
-            return self._predict(raw)
+            return predict({k: raw[k] for k in model_raw_keys})
 
         @tf.function(input_signature=[serving_raw_spec(raw_spec)])
         def serve_raw(features):
-            return self._predict({k: _dense_to_sparse(v) for k, v in features.items()})
+            return predict({k: _dense_to_sparse(v) for k, v in features.items()})
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def transform_features(examples):
-            return self.tft_layer(tf.io.parse_example(examples, self._full_parse_spec))
+            return tft_layer(tf.io.parse_example(examples, self._full_parse_spec))
 
         self.serving_signatures = {
             "serving_default": serve_examples,
             SERVING_RAW_SIGNATURE: serve_raw,
             TRANSFORM_SIGNATURE: transform_features,
         }
-
-    def _predict(self, raw: dict) -> dict[str, tf.Tensor]:
-        transformed = self.tft_layer(raw)
-        probability = self._keras_model({k: transformed[k] for k in self._model_inputs})
-        return {PREDICTION_KEY: tf.squeeze(probability, axis=1)}
 
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:

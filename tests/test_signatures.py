@@ -72,3 +72,19 @@ def test_a_new_model_warm_starts_from_the_export(exported_model, transformed_sam
     assert _warm_start(model, export_dir)
     np.testing.assert_allclose(model.predict(features, verbose=0)[:, 0], expected, rtol=1e-5, atol=1e-6)
     assert not _warm_start(build_model(HParams(hidden_units=(8,))), export_dir)  # another architecture: skipped
+
+
+def test_the_export_holds_one_transform_graph_per_set_of_inputs(exported_model):
+    """Every traced use of the Transform layer adds a pruned copy of the whole Transform graph
+    to saved_model.pb, and every load of the model (server, batch, Evaluator, warm start)
+    rebuilds each copy. The export holds three: the loaded graph itself, the one both serving
+    signatures share (the same raw inputs) and the transform signature's (label inputs too)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    export_dir, _ = exported_model
+    with open(f"{export_dir}/saved_model.pb", "rb") as f:
+        library = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].graph_def.library
+    sizes = {f.signature.name: len(f.node_def) for f in library.function}
+    largest = max(sizes.values())
+    copies = [name for name, size in sizes.items() if name.startswith("__inference_pruned") and size > largest / 2]
+    assert len(copies) == 3, sorted(sizes.items(), key=lambda kv: -kv[1])[:10]
