@@ -228,7 +228,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.output,
             key_columns=args.key_columns,
             input_format=args.format,
-            beam_args=args.beam_args or batch.DEFAULT_BEAM_ARGS,
+            beam_args=args.beam_args or None,
             progress=sys.stderr,
         )
     except batch.InputError as e:

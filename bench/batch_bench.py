@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Batch prediction speed: this checkout's `serving/batch.py` against the code before the
+"""Batch prediction speed: this checkout's `serving/batch.py` (in this process, the default,
+and as a Beam pipeline on the in-memory DirectRunner) against the code before the
 one-validator change, side by side in one run, on the same model and the same input.
 
   .venv/bin/python bench/batch_bench.py --model outputs/serving/<version> [--copies 10] [--before 53d4188]
 
 The input is the bundled CSV repeated `--copies` times (10: 150,020 rows). "Before" is
 serving/batch.py and serving/model_store.py as they were at `--before` (git show), loaded as a
-package of their own beside this checkout's modules/. Each side runs `predict()` on the
-in-memory DirectRunner, the default of `runner.py predict`; the time is predict()'s own,
+package of their own beside this checkout's modules/; it ran on the in-memory DirectRunner.
+This checkout runs `predict()` both ways: in this process (the default of `runner.py
+predict`) and with the DirectRunner's arguments; the time is predict()'s own,
 from reading the files to the written outputs (the model's load included), not the Python
 start. Results are printed and appended to bench/SERVING.md.
 """
@@ -67,9 +69,9 @@ def make_input(copies: int, folder: str) -> str:
     return path
 
 
-def timed(module, model: str, path: str, out: str) -> tuple[float, int, int]:
+def timed(module, model: str, path: str, out: str, **kwargs) -> tuple[float, int, int]:
     start = time.perf_counter()
-    module.predict(model, path, out)
+    module.predict(model, path, out, **kwargs)
     seconds = time.perf_counter() - start
     scored = sum(max(rows_in(f), 0) for f in glob.glob(os.path.join(out, "predictions*.csv")))
     dead = sum(1 for f in glob.glob(os.path.join(out, "dead_letter*.jsonl")) for _ in open(f))
@@ -91,25 +93,34 @@ def main(argv=None) -> int:
     path = make_input(args.copies, work)
     total = rows_in(path)
     results = {}
-    for label, module in (("before", old), ("after", new)):
-        seconds, scored, dead = timed(module, args.model, path, os.path.join(work, label))
+    sides = (
+        ("before", old, {}),
+        ("after, Beam DirectRunner", new, {"beam_args": new.DEFAULT_BEAM_ARGS}),
+        ("after, in process (default)", new, {}),
+    )
+    for n, (label, module, kwargs) in enumerate(sides):
+        seconds, scored, dead = timed(module, args.model, path, os.path.join(work, str(n)), **kwargs)
         results[label] = (seconds, scored, dead)
         print(f"{label}: {total:,} rows in {seconds:.1f} s = {total / seconds:,.0f} rows/s (scored {scored:,}, dead {dead:,})")
     if not args.no_write:
-        before, after = results["before"], results["after"]
         command = f"python bench/batch_bench.py --model <a pushed model> --copies {args.copies} --before {args.before}"
         replace_section(
             os.path.join(ROOT, "bench", "SERVING.md"),
             "## Batch prediction, before and after the one validator",
             [
                 "",
-                f"{stamp(command)}: `predict()` on {total:,} rows (the bundled CSV x{args.copies}), in-memory "
-                "DirectRunner, side by side in one process.",
+                f"{stamp(command)}: `predict()` on {total:,} rows (the bundled CSV x{args.copies}), side by "
+                "side in one process: the code before the change (on the in-memory DirectRunner), and this "
+                "code both as a Beam pipeline (the same DirectRunner) and in this process (`runner.py "
+                "predict`'s default; the model scores a chunk on a second thread while the next is parsed).",
                 "",
                 "| code | seconds | rows/s | scored | dead letters |",
                 "|---|---|---|---|---|",
-                f"| before ({args.before}) | {before[0]:.1f} | {total / before[0]:,.0f} | {before[1]:,} | {before[2]:,} |",
-                f"| after | {after[0]:.1f} | {total / after[0]:,.0f} | {after[1]:,} | {after[2]:,} |",
+                *(
+                    f"| {label.replace('before', f'before ({args.before})')} | {r[0]:.1f} | {total / r[0]:,.0f} | "
+                    f"{r[1]:,} | {r[2]:,} |"
+                    for label, r in results.items()
+                ),
             ],
         )
     return 0

@@ -79,7 +79,9 @@ class RowContract:
 
     @classmethod
     def for_model(cls, input_dtypes: Mapping[str, tf.DType], domains: Mapping[str, tuple[float, float]]) -> RowContract:
-        kinds = {name: kind_of(dtype) for name, dtype in input_dtypes.items()}
+        # In name order: a row with several problems is refused naming the same one (the
+        # first), whichever way in built the contract (a signature's inputs have no order).
+        kinds = {name: kind_of(input_dtypes[name]) for name in sorted(input_dtypes)}
         known = frozenset([*kinds, *F.LABEL_SOURCE_KEYS, *F.UNUSED_FEATURES])
         return cls(kinds, dict(domains), known)
 
@@ -90,8 +92,8 @@ class RowContract:
         return [n for n in self.kinds if n not in set(names)]
 
     def check(self, columns: Mapping[str, Column]) -> list[str | None]:
-        """Per row: None, or the first problem ("feature 'fare' must be ..."). Every feature
-        the model reads must be in `columns`."""
+        """Per row: None, or its first problem, features in name order ("feature 'fare' must
+        be ..."). Every feature the model reads must be in `columns`."""
         rows = len(next(iter(columns.values()))) if columns else 0
         problems: list[str | None] = [None] * rows
         for name, kind in self.kinds.items():
@@ -157,6 +159,13 @@ class Column:
             elif v is not None:
                 wrong[i] = v
         return cls(missing, numbers=numbers, wrong=wrong, huge=huge, exact=exact)
+
+    @classmethod
+    def from_floats(cls, numbers: np.ndarray) -> Column:
+        """A numeric feature's CSV cells as a CSV reader parsed them into float64, NaN where a
+        cell was empty, from a reader that refuses any cell that is not a number ("nan" and
+        "n/a" included: serving/batch.py then reads the chunk as text, `from_text`)."""
+        return cls(np.isnan(numbers), numbers=numbers)
 
     @classmethod
     def from_text(cls, texts: Any, kind: str) -> Column:

@@ -90,4 +90,4 @@ def test_valid_rows_become_the_signatures_dense_columns():
 
 def test_columns_the_schema_does_not_know_are_unknown_and_its_others_accepted():
     assert CONTRACT.unknown(["fare", "tips", "trip_start_timestamp", "colour"]) == ["colour"]
-    assert CONTRACT.missing(["fare", "payment_type"]) == ["trip_start_hour", "pickup_census_tract"]
+    assert CONTRACT.missing(["fare", "payment_type"]) == ["pickup_census_tract", "trip_start_hour"]

@@ -338,7 +338,13 @@ def test_the_servers_own_request_log_passes_the_skew_check(s3_span2, tmp_path, c
     assert "ok: no anomalies" in out
 
 
-def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_versions, tmp_path):
+# Batch prediction in this process (the default) and as a Beam pipeline (what Dataflow runs):
+# the same steps, the same files.
+DRIVERS = pytest.mark.parametrize("beam_args", [None, batch.DEFAULT_BEAM_ARGS], ids=["in-process", "beam"])
+
+
+@DRIVERS
+def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_versions, tmp_path, beam_args):
     old, _, _ = two_versions
     src = tmp_path / "in"
     src.mkdir()
@@ -352,7 +358,12 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     (src / "part-2.csv").write_text("\n".join([header, *body[500:], broken[2]]) + "\n")
     bar = io.StringIO()
     out = batch.predict(
-        old, str(src / "*.csv"), str(tmp_path / "out"), key_columns=["trip_start_timestamp", "fare"], progress=bar
+        old,
+        str(src / "*.csv"),
+        str(tmp_path / "out"),
+        key_columns=["trip_start_timestamp", "fare"],
+        progress=bar,
+        beam_args=beam_args,
     )
     predicted = [row for f in glob.glob(out["predictions"]) for row in csv.DictReader(open(f))]
     # The progress bar ends with every scored row, against an estimate of the input's size.
@@ -376,7 +387,8 @@ def test_batch_predict_scores_every_parsable_row_and_keeps_dead_letters(two_vers
     assert sorted(round(p, 5) for p in probabilities) == pytest.approx(want, abs=2e-5)
 
 
-def test_batch_reads_each_file_with_its_own_header_and_checks_rows_as_the_server_does(two_versions, server, tmp_path):
+@DRIVERS
+def test_batch_reads_each_file_with_its_own_header_and_checks_rows_as_the_server_does(two_versions, server, tmp_path, beam_args):
     """Two files with their columns in other orders are scored exactly as the server scores the
     same rows; a row the server refuses is a dead letter with the server's message; rows in =
     rows scored + dead letters, per file; a file whose columns are not the schema's is refused,
@@ -393,7 +405,7 @@ def test_batch_reads_each_file_with_its_own_header_and_checks_rows_as_the_server
     frame.iloc[:150].to_csv(src / "part-1.csv", index=False, columns=columns)
     shuffled = columns[::-1]  # hour and month, and everything else, in another order
     pd.concat([frame.iloc[150:], bad]).to_csv(src / "part-2.csv", index=False, columns=shuffled)
-    out = batch.predict(served, str(src / "*.csv"), str(tmp_path / "out"))
+    out = batch.predict(served, str(src / "*.csv"), str(tmp_path / "out"), beam_args=beam_args)
     assert out["files"] == {
         str(src / "part-1.csv"): {"rows": 150, "scored": 150, "dead_letters": 0},
         str(src / "part-2.csv"): {"rows": 151, "scored": 150, "dead_letters": 1},
@@ -447,7 +459,8 @@ def test_the_predict_command_exits_cleanly(two_versions, tmp_path):
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
 
 
-def test_batch_predict_reads_tfrecords(two_versions, tmp_path):
+@DRIVERS
+def test_batch_predict_reads_tfrecords(two_versions, tmp_path, beam_args):
     from helpers import to_example
 
     old, _, _ = two_versions
@@ -458,7 +471,7 @@ def test_batch_predict_reads_tfrecords(two_versions, tmp_path):
             w.write(to_example(r, drop=F.LABEL_SOURCE_KEYS))
         w.write(b"\xff\xff\xff\xff")  # not decodable
         w.write(tf.train.Example().SerializeToString())  # decodable, but carries nothing
-    out = batch.predict(old, path, str(tmp_path / "out"), key_columns=["fare"])
+    out = batch.predict(old, path, str(tmp_path / "out"), key_columns=["fare"], beam_args=beam_args)
     predicted = [row for f in glob.glob(out["predictions"]) for row in csv.DictReader(open(f))]
     dead = [json.loads(line) for f in glob.glob(out["dead_letters"]) for line in open(f)]
     assert len(predicted) == len(rows) and len(dead) == 2
