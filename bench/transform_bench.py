@@ -5,7 +5,9 @@ Transform inputs (examples and schema) are read from ML Metadata, and TFX's own 
 executor runs on them with this project's `preprocessing_fn` and in_memory Beam args, each
 repetition in a fresh process, in tf.Transform's TF2 mode and in its TF1 graph mode
 (`force_tf_compat_v1`, the pipeline's since pipeline.TRANSFORM_TF1_GRAPH), side by side;
-then the two modes' outputs are compared, feature by feature.
+and, with `--modes ... tf1_compat_beam_uncached`, in TF1 mode without pipeline/beam_speed.py
+(Beam's own DoFn introspection, uncached: what that fix buys). Every mode's outputs are
+compared with the pipeline mode's, feature by feature.
 
     .venv/bin/python bench/transform_bench.py --run-output outputs [--repeat 2]
 
@@ -26,7 +28,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-MODES = {"tf2": 0, "tf1_compat": 1}
+# mode -> (force_tf_compat_v1, pipeline/beam_speed.py applied, as the pipeline's Transform does)
+MODES = {"tf2": (0, True), "tf1_compat": (1, True), "tf1_compat_beam_uncached": (1, False)}
+PIPELINE_MODE = "tf1_compat"
 # z-scores of latitudes (spread 0.02 degrees) differ by up to ~2e-4 between the modes: float32
 # holds a latitude to ~4e-6 degrees. A real change of a transformation is far larger.
 FLOAT_TOLERANCE = 1e-3
@@ -47,10 +51,15 @@ def transform_inputs(run_output: str) -> dict[str, dict]:
     }
 
 
-def child(inputs: dict, tf1: int, out: str) -> float:
+def child(inputs: dict, tf1: int, out: str, beam_speed: bool = True) -> float:
     """One Transform execution in this process; returns its seconds."""
     from tfx.components.transform.executor import Executor
     from tfx.types import standard_artifacts
+
+    if beam_speed:
+        from pipeline import beam_speed as speed
+
+        speed.apply()
 
     from pipeline.configs import BEAM_MODES
     from pipeline.pipeline import PREPROCESSING_FN
@@ -128,12 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-output", required=True, help="a runner.py run --output folder")
     parser.add_argument("--repeat", type=int, default=2, help="runs per mode, each in a fresh process")
-    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=list(MODES), help="default: both")
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["tf2", PIPELINE_MODE], help="default: %(default)s")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps({"seconds": child(spec["inputs"], spec["tf1"], spec["out"])}))
+        print(json.dumps({"seconds": child(spec["inputs"], spec["tf1"], spec["out"], spec["beam_speed"])}))
         return
 
     inputs = transform_inputs(args.run_output)
@@ -141,9 +150,9 @@ def main() -> None:
     outputs: dict[str, dict] = {}
     for _ in range(args.repeat):
         for mode in args.modes:  # interleaved, so drift in the machine hits both
-            tf1 = MODES[mode]
+            tf1, beam_speed = MODES[mode]
             with tempfile.TemporaryDirectory(prefix="transform-bench-") as out:
-                spec = json.dumps({"inputs": inputs, "tf1": tf1, "out": out})
+                spec = json.dumps({"inputs": inputs, "tf1": tf1, "out": out, "beam_speed": beam_speed})
                 done = subprocess.run(
                     [sys.executable, __file__, "--run-output", args.run_output, "--child", spec],
                     check=True,
@@ -157,12 +166,15 @@ def main() -> None:
     print("| mode | median (s) | runs (s) |\n|---|---:|---|")
     for mode, values in seconds.items():
         print(f"| {mode} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
-    if len(outputs) == 2:
-        found, largest = differences(*outputs.values())
+    reference = PIPELINE_MODE if PIPELINE_MODE in outputs else next(iter(outputs))
+    for mode in outputs:
+        if mode == reference:
+            continue
+        found, largest = differences(outputs[mode], outputs[reference])
         verdict = "the same" if not found else "DIFFERENT in " + ", ".join(found)
         print(
-            f"\noutputs of the two modes, every split and feature: {verdict} (ints and strings equal, floats within "
-            f"{FLOAT_TOLERANCE:g}; largest float difference {largest:.1e})"
+            f"\noutputs of {mode} and {reference}, every split and feature: {verdict} (ints and strings equal, floats "
+            f"within {FLOAT_TOLERANCE:g}; largest float difference {largest:.1e})"
         )
 
 

@@ -24,6 +24,7 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.utils import proto_utils
 
+from pipeline import beam_speed
 from pipeline.errors import DataValidationError
 
 FILE = "(file)"
@@ -115,6 +116,7 @@ class Executor(csv_executor.Executor):
     """TFX's CsvExampleGen executor, after a check of the files it is given."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
+        beam_speed.apply()
         rows = []
         for path in input_files(exec_properties):
             rows += file_problems(path)

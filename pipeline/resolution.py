@@ -36,7 +36,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import json_utils
 
-from pipeline import lineage
+from pipeline import beam_speed, lineage
 from pipeline.metadata_backends import backend_for_scope
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class TransformExecutor(transform_executor.Executor):
     copies of the newest older spans."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
+        beam_speed.apply()
         config = _custom_config(exec_properties)
         g = load_graph(config[LINEAGE_KEY])
         current = _recorded(g, input_dict[standard_component_specs.EXAMPLES_KEY][0], "Examples")
@@ -180,6 +181,7 @@ class EvaluatorExecutor(evaluator_executor.Executor):
     pipeline other than the candidate. TFX records it on the blessing (baseline_model)."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
+        beam_speed.apply()
         g = load_graph(exec_properties[LINEAGE_KEY])
         candidate = input_dict[standard_component_specs.MODEL_KEY][0]
         baseline = lineage.baseline_model(g, candidate.uri)

@@ -15,7 +15,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from ops import queries
 from ops.evaluation import overall_metrics
-from pipeline import configs
+from pipeline import beam_speed, configs
 from pipeline import pipeline as P
 from pipeline import stores as mlmd_store
 from pipeline.errors import DataValidationError
@@ -129,6 +129,7 @@ def run(cfg: configs.PipelineConfig, progress: float | None = None) -> dict[str,
     # TFX logs its deployment config, the store's connection (password included) in it.
     mlmd_store.redact_logs()
     pipeline = P.create_pipeline(cfg, connection)
+    beam_speed.apply()  # every Beam component runs in this process (StatisticsGen's too)
     with exclusive_store(store_uri(cfg)):
         cancel_abandoned(cfg)
         reporter = (

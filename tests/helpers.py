@@ -94,8 +94,10 @@ def analyze_and_transform(rows: list[dict], output_dir: str):
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     from modules.preprocessing import preprocessing_fn
+    from pipeline import beam_speed
     from pipeline.pipeline import TRANSFORM_TF1_GRAPH
 
+    beam_speed.apply()  # as the pipeline's Transform does
     metadata = dataset_metadata.DatasetMetadata(load_schema())
     # Python lists in, lists out: tf.Transform runs the Beam pipeline itself (DirectRunner),
     # in the pipeline's mode.

@@ -51,4 +51,4 @@ def test_the_benchmarks_run_and_report(tmp_path):
     assert [r[0].strip() for r in rows] == ["tf2", "tf1_compat"]
     assert all(float(r[1]) > 0 for r in rows)
     # The pipeline's mode (TF1 graph) transforms as the TF2 mode does: the bench compares them.
-    assert "outputs of the two modes, every split and feature: the same" in done.stdout, done.stdout
+    assert "outputs of tf2 and tf1_compat, every split and feature: the same" in done.stdout, done.stdout
