@@ -455,6 +455,7 @@ def predict(
     if not files:
         raise InputError(f"no input files match {input_pattern}")
     input_format = input_format or ("tfrecord" if files[0].endswith((".tfrecord", ".gz")) else "csv")
+    headers: dict[str, list[str]] = {}
     if input_format == "csv":
         headers = csv_headers(files, contract)
         common = [c for c in headers[files[0]] if all(c in h for h in headers.values())]
@@ -466,53 +467,67 @@ def predict(
     else:
         key_columns = list(key_columns or dtypes)
     tf.io.gfile.makedirs(output_dir)
-    handler = RawFeatureModelHandler(model_dir)
-
+    job = _Job(RawFeatureModelHandler(model_dir), files, input_format, headers, contract, dtypes, key_columns, output_dir)
     bar = ProgressBar(estimate_rows(files, input_format), progress) if progress is not None else contextlib.nullcontext()
-    if beam_args is None:
-        with bar:
-            counts = _predict_in_process(
-                handler, files, input_format, headers if input_format == "csv" else {}, contract, dtypes, key_columns, output_dir
-            )
-    else:
-        with bar:
-            counts = _predict_with_beam(
-                handler,
-                files,
-                input_format,
-                headers if input_format == "csv" else {},
-                contract,
-                dtypes,
-                key_columns,
-                output_dir,
-                beam_args,
-            )
+    with bar:
+        counts = _predict_in_process(job) if beam_args is None else _predict_with_beam(job, beam_args)
     per_file = {}
     for path in files:
         read, dead = counts.get(f"rows:{path}", 0), counts.get(f"dead:{path}", 0)
         per_file[path] = {"rows": read, "scored": read - dead, "dead_letters": dead}
     return {
-        "predictions": os.path.join(output_dir, "predictions") + "*.csv",
-        "dead_letters": os.path.join(output_dir, DEAD_LETTER) + "*.jsonl",
+        "predictions": job.predictions_prefix + "*.csv",
+        "dead_letters": job.dead_prefix + "*.jsonl",
         "scored": sum(f["scored"] for f in per_file.values()),
         "dead": sum(f["dead_letters"] for f in per_file.values()),
         "files": per_file,
     }
 
 
-def _batches(
-    files: Sequence[str], input_format: str, headers: dict[str, list[str]], contract: RowContract, dtypes, key_columns
-) -> Iterable[tuple[str, Any]]:
+@dataclasses.dataclass
+class _Job:
+    """What both drivers run: the model, the input files (with each CSV file's header), the
+    row contract and where the outputs go."""
+
+    handler: RawFeatureModelHandler
+    files: Sequence[str]
+    input_format: str
+    headers: dict[str, list[str]]  # CSV only
+    contract: RowContract
+    dtypes: dict[str, tf.DType]
+    key_columns: list[str]
+    output_dir: str
+
+    @property
+    def predictions_prefix(self) -> str:
+        return os.path.join(self.output_dir, "predictions")
+
+    @property
+    def dead_prefix(self) -> str:
+        return os.path.join(self.output_dir, DEAD_LETTER)
+
+    @property
+    def header(self) -> str:
+        return ",".join([*self.key_columns, "probability"])
+
+    def read_csv(self) -> ReadCsvFile:
+        return ReadCsvFile(self.headers, self.contract, self.dtypes, self.key_columns)
+
+    def parse_examples(self, path: str) -> ParseExampleBatch:
+        return ParseExampleBatch(self.contract, self.dtypes, self.key_columns, path)
+
+
+def _batches(job: _Job) -> Iterable[tuple[str, Any]]:
     """(file, RowBatch or dead letter) for every file, in order: the Beam pipeline's read and
     parse steps, called in this process."""
-    if input_format == "csv":
-        read = ReadCsvFile(headers, contract, dtypes, key_columns)
-        for path in files:
+    if job.input_format == "csv":
+        read = job.read_csv()
+        for path in job.files:
             for out in read.process(path):
                 yield path, out
         return
-    for path in files:
-        parse = ParseExampleBatch(contract, dtypes, key_columns, path)
+    for path in job.files:
+        parse = job.parse_examples(path)
         records: list[bytes] = []
         for record in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else None):
             records.append(record.numpy())
@@ -523,9 +538,7 @@ def _batches(
             yield from ((path, out) for out in parse.process(records))
 
 
-def _predict_in_process(
-    handler: RawFeatureModelHandler, files, input_format, headers, contract, dtypes, key_columns, output_dir
-) -> dict[str, int]:
+def _predict_in_process(job: _Job) -> dict[str, int]:
     """The pipeline's steps in this process, a chunk at a time; the files Beam's WriteToText
     would write (one shard each). Returns the counts the Beam pipeline's metrics hold.
 
@@ -538,9 +551,9 @@ def _predict_in_process(
     def add(key: str, n: int) -> None:
         counts[key] = counts.get(key, 0) + n
 
-    model = handler.load_model()
-    predictions = tf.io.gfile.GFile(os.path.join(output_dir, "predictions-00000-of-00001.csv"), "w")
-    dead_letters = tf.io.gfile.GFile(os.path.join(output_dir, f"{DEAD_LETTER}-00000-of-00001.jsonl"), "w")
+    model = job.handler.load_model()
+    predictions = tf.io.gfile.GFile(f"{job.predictions_prefix}-00000-of-00001.csv", "w")
+    dead_letters = tf.io.gfile.GFile(f"{job.dead_prefix}-00000-of-00001.jsonl", "w")
     pending: list[Future] = []
 
     def write_done(keep: int) -> None:
@@ -549,11 +562,11 @@ def _predict_in_process(
             predictions.write(_to_csv(ProgressBar.count(result)) + "\n")
 
     with predictions, dead_letters, ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-score") as scorer:
-        predictions.write(",".join([*key_columns, "probability"]) + "\n")
-        for path, out in _batches(files, input_format, headers, contract, dtypes, key_columns):
+        predictions.write(job.header + "\n")
+        for path, out in _batches(job):
             add(f"rows:{path}", len(out) if isinstance(out, RowBatch) else 1)
             if isinstance(out, RowBatch):
-                pending.append(scorer.submit(handler.run_inference, [out], model))
+                pending.append(scorer.submit(job.handler.run_inference, [out], model))
                 write_done(keep=1)
             else:
                 dead_letters.write(json.dumps(out.value) + "\n")
@@ -562,28 +575,21 @@ def _predict_in_process(
     return counts
 
 
-def _predict_with_beam(
-    handler: RawFeatureModelHandler, files, input_format, headers, contract, dtypes, key_columns, output_dir, beam_args
-) -> dict[str, int]:
+def _predict_with_beam(job: _Job, beam_args: Sequence[str]) -> dict[str, int]:
     """The Beam pipeline: read and parse, RunInference, write. Returns its per-file counters."""
-    predictions_prefix = os.path.join(output_dir, "predictions")
-    dead_prefix = os.path.join(output_dir, DEAD_LETTER)
     p = beam.Pipeline(options=PipelineOptions(list(beam_args)))
-    if input_format == "csv":
+    if job.input_format == "csv":
         parsed = (
-            p
-            | "Files" >> beam.Create(files)
-            | "Parse" >> beam.ParDo(ReadCsvFile(headers, contract, dtypes, key_columns)).with_outputs(DEAD_LETTER, main="rows")
+            p | "Files" >> beam.Create(job.files) | "Parse" >> beam.ParDo(job.read_csv()).with_outputs(DEAD_LETTER, main="rows")
         )
     else:
         branches = []
-        for n, path in enumerate(files):
+        for n, path in enumerate(job.files):
             branches.append(
                 p
                 | f"Read{n}" >> beam.io.ReadFromTFRecord(path)
                 | f"Batch{n}" >> beam.BatchElements(min_batch_size=512, max_batch_size=CHUNK_LINES)
-                | f"Parse{n}"
-                >> beam.ParDo(ParseExampleBatch(contract, dtypes, key_columns, path)).with_outputs(DEAD_LETTER, main="rows")
+                | f"Parse{n}" >> beam.ParDo(job.parse_examples(path)).with_outputs(DEAD_LETTER, main="rows")
             )
         parsed = {
             "rows": [b.rows for b in branches] | "Rows" >> beam.Flatten(),
@@ -591,16 +597,15 @@ def _predict_with_beam(
         }
     _ = (
         parsed["rows"]
-        | "RunInference" >> RunInference(handler)
+        | "RunInference" >> RunInference(job.handler)
         | "Count" >> beam.Map(ProgressBar.count)
         | "Format" >> beam.Map(_to_csv)
-        | "WritePredictions"
-        >> beam.io.WriteToText(predictions_prefix, file_name_suffix=".csv", header=",".join([*key_columns, "probability"]))
+        | "WritePredictions" >> beam.io.WriteToText(job.predictions_prefix, file_name_suffix=".csv", header=job.header)
     )
     _ = (
         parsed[DEAD_LETTER]
         | "DeadLetterJson" >> beam.Map(json.dumps)
-        | "WriteDeadLetters" >> beam.io.WriteToText(dead_prefix, file_name_suffix=".jsonl")
+        | "WriteDeadLetters" >> beam.io.WriteToText(job.dead_prefix, file_name_suffix=".jsonl")
     )
     result = p.run()
     result.wait_until_finish()
