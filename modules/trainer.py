@@ -128,10 +128,8 @@ class _ServingModule(tf.Module):
 
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
         super().__init__()
-        self.__dict__["_keras_model"] = model
         self.model_variables = list(model.variables)
-        tft_layer = tf_transform_output.transform_features_layer()
-        self.__dict__["_tft_layer"] = tft_layer
+        tft_layer = tf_transform_output.transform_features_layer()  # held by the functions below
         # What tf.Transform's layer itself tracks: the loaded Transform graph's tables, assets
         # and variables (tensorflow_transform/output_wrapper.py, TransformFeaturesLayer).
         self.transform_graph = tft_layer._saved_model_loader_tracked_dict

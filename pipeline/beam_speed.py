@@ -5,8 +5,8 @@ worked out once per DoFn class, not on every question.
 method of the DoFn (~30 with DoFn's own: `inspect.signature` each time) to find state and
 timer parameters, and Beam asks it again for every DoFn of every bundle it sets up and every
 transform it translates: tf.Transform's ~170 bundles made 5,268 calls and 164,544 signature
-inspections in one Transform run, a third of its time on the bundled data (26.2 -> 18.4 s,
-`python bench/transform_bench.py`; RESULTS notes).
+inspections in one Transform run, over a quarter of its time on 3,000 rows (28.1 -> 20.6 s,
+`python bench/transform_bench.py --modes tf1_compat tf1_compat_beam_uncached`; RESULTS notes).
 
 What the answer depends on, and what is cached:
   * methods defined by the DoFn's class, which Beam reads through `getattr` (no
