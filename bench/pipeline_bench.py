@@ -91,7 +91,22 @@ def child_ours(args) -> dict:
         "components": component_times(cfg.metadata_uri, cfg.pipeline_name),
         "pushed": summary["pushed_model"],
         "examples": _examples_uri(cfg.metadata_uri, cfg.pipeline_name),
+        "baseline": _baseline_figures(cfg.metadata_uri, cfg.pipeline_name),
     }
+
+
+def _baseline_figures(metadata_uri: str, pipeline_name: str) -> str:
+    """How the latest run's Evaluator had its baseline's figures: "none" (no baseline),
+    "evaluated" (TFMA evaluated both models) or "recorded" (read from the baseline's own
+    evaluation on the same data: pipeline/recorded_baseline.py)."""
+    from ops.queries import open_metadata, prop
+    from pipeline import lineage
+
+    run = open_metadata(metadata_uri, pipeline_name).latest_run()
+    blessing, evaluation = run.output("evaluator", "blessing"), run.output("evaluator", "evaluation")
+    if blessing is None or evaluation is None or not prop(blessing, lineage.BASELINE_URI):
+        return "none"
+    return "recorded" if prop(evaluation, lineage.BASELINE_EVALUATION) else "evaluated"
 
 
 def child_peer(args) -> dict:
@@ -332,15 +347,20 @@ def write_results(results: dict, path: str, command: str) -> None:
         lines += [
             "## Re-runs (ours)",
             "",
-            "| run | wall, process (s) | pipeline only (s) | share of the full run (pipeline) |",
-            "|---|---:|---:|---:|",
+            "| run | wall, process (s) | pipeline only (s) | share of the full run (pipeline) | baseline's figures |",
+            "|---|---:|---:|---:|---|",
         ]
         for name in ("full", "unchanged", "hparams changed"):
             r = reruns[name]
             lines.append(
                 f"| {name} | {r['wall_seconds']} | {r['pipeline_seconds']} "
-                f"| {r['pipeline_seconds'] / full['pipeline_seconds']:.0%} |"
+                f"| {r['pipeline_seconds'] / full['pipeline_seconds']:.0%} | {r.get('baseline', '-')} |"
             )
+        lines += [
+            "",
+            "Baseline's figures: none (no baseline), evaluated (TFMA evaluated both models), recorded (read",
+            "from the baseline's own evaluation of the same eval data: pipeline/recorded_baseline.py).",
+        ]
         lines += ["", "Time per component (s; cached components say so):", "", *_components_table(reruns), ""]
     scale = results.get("scale")
     if scale:

@@ -20,6 +20,9 @@ lineage answers the same questions on both stores:
   model              window (copied), warm_start_from: the base model's URI ("" for none),
                      hyperparameters_from: the tuning it trained with ("" for none)
   model blessing     baseline_model, current_model: their URIs (TFX's Evaluator)
+  model evaluation   evaluated_on: what the figures depend on besides the model (the eval
+                     data, the config without thresholds); baseline_evaluation: the recorded
+                     evaluation the baseline's figures were read from ("" for computed)
 
 Nothing here imports TensorFlow, TFX or ml_metadata: the query commands stay fast.
 """
@@ -48,6 +51,8 @@ REFERENCE_SPAN = "reference_span"
 BASELINE_URI = "baseline_model"  # the baseline's URI, set by TFX's Evaluator on the blessing
 CURRENT_MODEL_URI = "current_model"  # the candidate's URI, ditto
 ROLLBACK_OF = "rollback_of"  # the PushedModel URI a rollback served again
+EVALUATED_ON = "evaluated_on"  # on a ModelEvaluation (pipeline/recorded_baseline.py)
+BASELINE_EVALUATION = "baseline_evaluation"  # ditto: where the baseline's figures came from
 
 # Component ids whose outputs the facts below read (pipeline/pipeline.py names them so).
 TUNER = "tuner"
@@ -438,6 +443,14 @@ def evaluation_of(g: Graph, model: Artifact) -> Artifact | None:
         if evaluations:
             return evaluations[0]
     return None
+
+
+def recorded_evaluation(g: Graph, model: Artifact, key: str) -> Artifact | None:
+    """The evaluation of `model` as a candidate whose figures depend on exactly `key`
+    (EVALUATED_ON: the same eval data and metrics), or None: the Evaluator reads a baseline's
+    figures from it instead of evaluating the baseline again."""
+    evaluation = evaluation_of(g, model)
+    return evaluation if evaluation is not None and evaluation.get(EVALUATED_ON) == key else None
 
 
 def _reference_span(result: Artifact | None) -> int | None:

@@ -25,8 +25,10 @@ import logging
 import os
 from typing import Any
 
+import tensorflow_model_analysis as tfma
 from tfx import types
 from tfx.components.evaluator import component as evaluator_component
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.trainer import executor as trainer_executor
 from tfx.components.transform import executor as transform_executor
@@ -34,9 +36,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
-from tfx.utils import json_utils
+from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 
-from pipeline import beam_speed, lineage
+from pipeline import beam_speed, lineage, recorded_baseline
 from pipeline.metadata_backends import backend_for_scope
 
 logger = logging.getLogger(__name__)
@@ -178,19 +180,43 @@ class TrainerExecutor(ResolvingTrainer, trainer_executor.GenericExecutor):
 
 class EvaluatorExecutor(evaluator_executor.Executor):
     """TFX's Evaluator with the baseline resolved here: the most recently blessed model of this
-    pipeline other than the candidate. TFX records it on the blessing (baseline_model)."""
+    pipeline other than the candidate. TFX records it on the blessing (baseline_model).
+
+    When the baseline's own evaluation was on the same eval data with the same metrics
+    (lineage.recorded_evaluation), its figures are read from there instead of evaluated again
+    (pipeline/recorded_baseline.py): TFMA evaluates the candidate alone, and the output,
+    validation and blessing are those of a two-model evaluation."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         beam_speed.apply()
         g = load_graph(exec_properties[LINEAGE_KEY])
         candidate = input_dict[standard_component_specs.MODEL_KEY][0]
         baseline = lineage.baseline_model(g, candidate.uri)
-        logger.info("baseline: %s", baseline.uri if baseline else None)
+        eval_config = tfma.EvalConfig()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.EVAL_CONFIG_KEY], eval_config)
+        splits = json_utils.loads(exec_properties.get(standard_component_specs.EXAMPLE_SPLITS_KEY) or "null") or ["eval"]
+        key = recorded_baseline.evaluation_key(
+            eval_config, [a.uri for a in input_dict[standard_component_specs.EXAMPLES_KEY]], splits
+        )
+        recorded = lineage.recorded_evaluation(g, baseline, key) if baseline else None
+        if recorded is not None and not recorded_baseline.reusable(recorded.uri):
+            recorded = None
+        logger.info("baseline: %s (figures %s)", baseline.uri if baseline else None, recorded.uri if recorded else "evaluated")
         input_dict[standard_component_specs.BASELINE_MODEL_KEY] = (
-            [tfx_artifact(baseline, standard_artifacts.Model)] if baseline else []
+            [tfx_artifact(baseline, standard_artifacts.Model)] if baseline and recorded is None else []
         )
         super().Do(input_dict, output_dict, exec_properties)
-        for blessing in output_dict.get(standard_component_specs.BLESSING_KEY, []):
+        evaluation = output_dict[standard_component_specs.EVALUATION_KEY][0]
+        evaluation.set_string_custom_property(lineage.EVALUATED_ON, key)
+        evaluation.set_string_custom_property(lineage.BASELINE_EVALUATION, recorded.uri if recorded else "")
+        blessings = output_dict.get(standard_component_specs.BLESSING_KEY, [])
+        if baseline is not None and recorded is not None:
+            with_baseline = tfma.utils.update_eval_config_with_defaults(eval_config, has_baseline=True, rubber_stamp=True)
+            locations = {tfma.CANDIDATE_KEY: _serving_path(candidate), tfma.BASELINE_KEY: _serving_path(baseline)}
+            result = recorded_baseline.complete(evaluation.uri, recorded.uri, with_baseline, locations)
+            for blessing in blessings:
+                _bless(blessing, baseline, result.validation_ok)
+        for blessing in blessings:
             # TFX records the baseline's numeric id too; the one a store gives is an MLMD id
             # locally and a resource name on Vertex (where TFX's entrypoint would look the
             # number up among the task's own inputs and fail): the URI it also records is the
@@ -198,6 +224,26 @@ class EvaluatorExecutor(evaluator_executor.Executor):
             properties = blessing.mlmd_artifact.custom_properties
             if "baseline_model_id" in properties and not (baseline and baseline.ref.isdigit()):
                 del properties["baseline_model_id"]
+
+
+def _serving_path(model: types.Artifact | lineage.Artifact) -> str:
+    return path_utils.serving_model_path(model.uri)
+
+
+def _bless(blessing: types.Artifact, baseline: lineage.Artifact, ok: bool) -> None:
+    """The blessing as TFX's Evaluator writes it after a two-model validation."""
+    blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.uri)
+    if baseline.ref.isdigit():
+        blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, int(baseline.ref))
+    for name in (evaluator_constants.BLESSED_FILE_NAME, evaluator_constants.NOT_BLESSED_FILE_NAME):
+        if fileio.exists(os.path.join(blessing.uri, name)):
+            fileio.remove(os.path.join(blessing.uri, name))
+    name = evaluator_constants.BLESSED_FILE_NAME if ok else evaluator_constants.NOT_BLESSED_FILE_NAME
+    io_utils.write_string_file(os.path.join(blessing.uri, name), "")
+    blessing.set_int_custom_property(
+        evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+        evaluator_constants.BLESSED_VALUE if ok else evaluator_constants.NOT_BLESSED_VALUE,
+    )
 
 
 class EvaluatorSpec(standard_component_specs.EvaluatorSpec):

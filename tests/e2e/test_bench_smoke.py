@@ -37,8 +37,12 @@ def test_the_benchmarks_run_and_report(tmp_path):
     # is asserted once, in test_pipeline_e2e).
     assert unchanged["components"][P.TRAINER]["state"] == "cached"
     assert changed["components"][P.TRAINER]["state"] == "ran"
+    # The re-run's baseline (the full run's model) was evaluated on the same span: its
+    # figures are read from its own evaluation, not computed again.
+    assert (full["baseline"], changed["baseline"]) == ("none", "recorded")
     report = output.read_text()
     assert "## Re-runs (ours)" in report and "| unchanged |" in report and "| trainer |" in report
+    assert "| hparams changed |" in report and "| recorded |" in report
 
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "transform_bench.py"), "--run-output", str(work / "ours"), "--repeat", "1"],
