@@ -48,6 +48,9 @@ def build_eval_config(thresholds: EvalThresholds) -> tfma.EvalConfig:
         model_specs=[
             tfma.ModelSpec(
                 signature_name="serving_default",
+                # What TFMA would find out by loading the model as Keras (one load per model
+                # and run, ~1.2 s, failing: the export is not a Keras model).
+                model_type=tfma.TF_GENERIC,
                 prediction_key=PREDICTION_KEY,
                 label_key=F.LABEL_KEY,
                 # The label is computed by Transform, so TFMA reads it from this signature.
