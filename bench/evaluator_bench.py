@@ -1,0 +1,175 @@
+"""Times TFX's Evaluator executor alone, with no baseline, with a baseline TFMA evaluates, and
+with a baseline whose figures are read from its own recorded evaluation.
+
+On a finished run with at least two models (e.g. `runner.py run` twice with another learning
+rate, or `bench/pipeline_bench.py --workdir W` then `--run-output W/ours`): the newest model is
+the candidate, the one before it the baseline, the candidate's eval split the data. Each
+repetition of each mode runs in a fresh process, the modes interleaved:
+
+  none       the candidate alone (a first run)
+  evaluated  the candidate and the baseline, both evaluated by TFMA in one pass
+  recorded   the candidate alone, completed with the baseline's own evaluation of the same
+             data (pipeline/recorded_baseline.py, what the Evaluator does when it can)
+
+The baseline's own evaluation is made once first (untimed). The recorded mode's validation is
+compared with the evaluated mode's, and its metrics within 1e-6.
+
+    .venv/bin/python bench/evaluator_bench.py --run-output outputs [--repeat 2]
+
+Writes nothing outside a temporary folder; prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+MODES = ("none", "evaluated", "recorded")
+
+
+def inputs(run_output: str) -> dict:
+    """The newest model, the one before it, and the examples the newest was evaluated on."""
+    from pipeline.configs import PIPELINE_NAME
+    from pipeline.metadata_backends import open_backend
+
+    g = open_backend(os.path.join(run_output, "metadata.sqlite"), PIPELINE_NAME).load()
+    models = [m for m in g.of_type("Model") if (p := g.producer(m)) is not None and p.component == "trainer"]
+    if len(models) < 2:
+        raise SystemExit(f"{run_output}: needs two trained models (run the pipeline twice, another learning rate)")
+    candidate, baseline = models[-1], models[-2]
+    evaluator = next(e for e in g.consumers(candidate) if e.component == "evaluator")
+    examples = g.input_artifacts(evaluator, "Examples")[0]
+    return {
+        "candidate": candidate.uri,
+        "baseline": baseline.uri,
+        "examples": examples.uri,
+        "split_names": examples.props.get("split_names"),
+    }
+
+
+def child(args) -> float:
+    """One Evaluator execution in this process; returns its seconds."""
+    from pipeline import beam_speed
+
+    beam_speed.apply()
+    import tensorflow_model_analysis as tfma
+    from tfx.components.evaluator.executor import Executor
+    from tfx.types import standard_artifacts
+    from tfx.utils import path_utils, proto_utils
+
+    from pipeline import recorded_baseline
+    from pipeline.configs import BEAM_MODES, EvalThresholds
+    from pipeline.eval_config import build_eval_config
+
+    spec = json.loads(args.inputs)
+
+    def artifact(cls, uri):
+        a = cls()
+        a.uri = uri
+        return a
+
+    examples = artifact(standard_artifacts.Examples, spec["examples"])
+    examples.split_names = spec["split_names"]
+    model = spec["baseline"] if args.child == "baseline-alone" else spec["candidate"]
+    input_dict = {"examples": [examples], "model": [artifact(standard_artifacts.Model, model)]}
+    if args.child == "evaluated":
+        input_dict["baseline_model"] = [artifact(standard_artifacts.Model, spec["baseline"])]
+    evaluation = artifact(standard_artifacts.ModelEvaluation, os.path.join(args.out, "evaluation"))
+    blessing = artifact(standard_artifacts.ModelBlessing, os.path.join(args.out, "blessing"))
+    os.makedirs(blessing.uri, exist_ok=True)
+    config = build_eval_config(EvalThresholds())
+    properties = {"eval_config": proto_utils.proto_to_json(config), "example_splits": "null"}
+    context = Executor.Context(
+        beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(args.out, "tmp"), unique_id="bench"
+    )
+    start = time.time()
+    Executor(context).Do(input_dict, {"evaluation": [evaluation], "blessing": [blessing]}, properties)
+    if args.child == "recorded":
+        with_baseline = tfma.utils.update_eval_config_with_defaults(config, has_baseline=True, rubber_stamp=True)
+        locations = {tfma.CANDIDATE_KEY: path_utils.serving_model_path(spec["candidate"])}
+        locations[tfma.BASELINE_KEY] = path_utils.serving_model_path(spec["baseline"])
+        recorded_baseline.complete(evaluation.uri, args.recorded, with_baseline, locations)
+    return time.time() - start
+
+
+def run_child(spec: dict, mode: str, out: str, recorded: str = "") -> float:
+    command = [sys.executable, __file__, "--child", mode, "--inputs", json.dumps(spec), "--out", out, "--recorded", recorded]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def compare(recorded: str, evaluated: str) -> str:
+    """The recorded mode's output against the evaluated mode's."""
+    import math
+
+    import tensorflow_model_analysis as tfma
+
+    def metrics(out):
+        return {
+            (str(m.slice_key), str(kv.key)): kv.value.double_value.value
+            for m in tfma.load_metrics(out)
+            for kv in m.metric_keys_and_values
+        }
+
+    a, b = metrics(recorded), metrics(evaluated)
+    same_keys = set(a) == set(b)
+    worst = max((abs(a[k] - b[k]) for k in a if k in b and not (math.isnan(a[k]) and math.isnan(b[k]))), default=0.0)
+    ours, theirs = tfma.load_validation_result(recorded), tfma.load_validation_result(evaluated)
+    verdict = "the same" if ours == theirs else f"DIFFERENT ({ours.validation_ok} against {theirs.validation_ok})"
+    return (
+        f"recorded against evaluated: validation {verdict}; metric keys {'the same' if same_keys else 'DIFFERENT'}; "
+        f"largest metric difference {worst:.2g}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-output", help="a runner.py run --output folder with two trained models")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--recorded", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import logging
+
+        logging.disable(logging.WARNING)
+        print(child(args))
+        return
+    if not args.run_output:
+        parser.error("--run-output is required")
+    spec = inputs(args.run_output)
+    with tempfile.TemporaryDirectory(prefix="evaluator-bench-") as work:
+        recorded = os.path.join(work, "baseline-alone")
+        run_child(spec, "baseline-alone", recorded)
+        times: dict[str, list[float]] = {m: [] for m in MODES}
+        for i in range(args.repeat):
+            for mode in MODES:
+                out = os.path.join(work, f"{mode}-{i}")
+                times[mode].append(run_child(spec, mode, out, os.path.join(recorded, "evaluation")))
+                print(f"{mode} #{i + 1}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)
+        check = compare(os.path.join(work, "recorded-0", "evaluation"), os.path.join(work, "evaluated-0", "evaluation"))
+    none = statistics.median(times["none"])
+    print(f"Evaluator alone on {spec['examples']} (candidate {spec['candidate']}, baseline {spec['baseline']}):\n")
+    print("| mode | seconds (median) | runs | against none |")
+    print("|---|---:|---|---:|")
+    for mode in MODES:
+        median = statistics.median(times[mode])
+        runs = ", ".join(f"{t:.1f}" for t in times[mode])
+        print(f"| {mode} | {median:.1f} | {runs} | {median / none:.2f}x |")
+    print(f"\n{check}")
+
+
+if __name__ == "__main__":
+    main()
