@@ -4,7 +4,8 @@ with a baseline whose figures are read from its own recorded evaluation.
 On a finished run with at least two models (e.g. `runner.py run` twice with another learning
 rate, or `bench/pipeline_bench.py --workdir W` then `--run-output W/ours`): the newest model is
 the candidate, the one before it the baseline, the candidate's eval split the data. Each
-repetition of each mode runs in a fresh process, the modes interleaved:
+repetition of each mode runs in a fresh process, the modes interleaved (the order rotated
+between repetitions):
 
   none       the candidate alone (a first run)
   evaluated  the candidate and the baseline, both evaluated by TFMA in one pass
@@ -124,7 +125,9 @@ def compare(recorded: str, evaluated: str) -> str:
     a, b = metrics(recorded), metrics(evaluated)
     same_keys = set(a) == set(b)
     worst = max((abs(a[k] - b[k]) for k in a if k in b and not (math.isnan(a[k]) and math.isnan(b[k]))), default=0.0)
-    ours, theirs = tfma.load_validation_result(recorded), tfma.load_validation_result(evaluated)
+    from pipeline.recorded_baseline import canonical
+
+    ours, theirs = canonical(tfma.load_validation_result(recorded)), canonical(tfma.load_validation_result(evaluated))
     verdict = "the same" if ours == theirs else f"DIFFERENT ({ours.validation_ok} against {theirs.validation_ok})"
     return (
         f"recorded against evaluated: validation {verdict}; metric keys {'the same' if same_keys else 'DIFFERENT'}; "
@@ -155,7 +158,7 @@ def main() -> None:
         run_child(spec, "baseline-alone", recorded)
         times: dict[str, list[float]] = {m: [] for m in MODES}
         for i in range(args.repeat):
-            for mode in MODES:
+            for mode in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:  # each mode first once in 3
                 out = os.path.join(work, f"{mode}-{i}")
                 times[mode].append(run_child(spec, mode, out, os.path.join(recorded, "evaluation")))
                 print(f"{mode} #{i + 1}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)

@@ -108,6 +108,21 @@ def _merged(candidate: dict, baseline: dict) -> dict:
     return {**merged, **diffs}  # TFMA's order (the validation lists failures in it)
 
 
+def canonical(result: tfma.ValidationResult) -> tfma.ValidationResult:
+    """A validation result with its per-slice entries in a fixed order, for comparing: TFMA
+    merges the slices' results in the order Beam hands them over, which varies."""
+    out = tfma.ValidationResult()
+    out.CopyFrom(result)
+    for repeated in (out.metric_validations_per_slice, out.validation_details.slicing_details):
+        items = sorted(repeated, key=lambda m: m.SerializeToString(deterministic=True))
+        copies = [type(m)() for m in items]
+        for copy, item in zip(copies, items):
+            copy.CopyFrom(item)
+        del repeated[:]
+        repeated.extend(copies)
+    return out
+
+
 def _write_records(path: str, records: list[bytes]) -> None:
     with tf.io.TFRecordWriter(path + ".tmp") as w:
         for record in records:
