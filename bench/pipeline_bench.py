@@ -21,10 +21,12 @@ Reruns (ours): the same pipeline unchanged (every component should be a cache hi
 only the learning rate changed (only the Trainer and what follows should run).
 
 Scale series (ours): the real rows repeated k times; copy i has trip_start_timestamp shifted
-by i * shift, so copies are distinct rows and hash to their own splits. The shift is 10^8 s,
-or less (a multiple of the data's 900 s resolution) where k copies would otherwise run past
-the schema's int_domain for the timestamp (the year 2100), which the data gate rejects. Run with the Beam
-DirectRunner in_memory (the project's default) and multi_processing.
+back by i * shift, so copies are distinct rows and hash to their own splits. Back, not ahead:
+the data gate refuses events more than a day after the run (TIME_IN_FUTURE), and the data
+ends in 2016. The shift is 10^8 s, or less (a multiple of the data's 900 s resolution) where
+k copies would otherwise run past the start of the schema's int_domain for the timestamp
+(1970), which the gate also refuses. Run with the Beam DirectRunner in_memory (the project's
+default) and multi_processing.
 
 Results go to bench/RESULTS.md (tables, date, machine, command) and bench/RESULTS.json.
 """
@@ -227,8 +229,9 @@ def quality(runs: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def timestamp_shift(factor: int, data_max: int) -> int:
-    """The shift between copies: 10^8 s, or less so the last copy stays in the schema's domain."""
+def timestamp_shift(factor: int, data_min: int) -> int:
+    """The shift back between copies: 10^8 s, or less so the last copy stays in the schema's
+    domain."""
     if factor <= 1:
         return 0
     from google.protobuf import text_format
@@ -236,8 +239,8 @@ def timestamp_shift(factor: int, data_max: int) -> int:
 
     with open(SCHEMA) as f:
         schema = text_format.Parse(f.read(), schema_pb2.Schema())
-    domain_max = next(f.int_domain.max for f in schema.feature if f.name == "trip_start_timestamp")
-    room = (domain_max - data_max) // (factor - 1)
+    domain_min = next(f.int_domain.min for f in schema.feature if f.name == "trip_start_timestamp")
+    room = (data_min - domain_min) // (factor - 1)
     return min(TIMESTAMP_SHIFT, room // TIMESTAMP_RESOLUTION * TIMESTAMP_RESOLUTION)
 
 
@@ -257,7 +260,8 @@ def smoke_data(work: str) -> tuple[str, int]:
 
 
 def scaled_data(work: str, factor: int) -> tuple[str, int]:
-    """`factor` copies of the real rows, each copy's timestamps shifted; the folder and the shift."""
+    """`factor` copies of the real rows, each copy's timestamps shifted back; the folder and the
+    shift."""
     folder = os.path.join(work, f"data-{factor}x")
     os.makedirs(folder, exist_ok=True)
     if factor == 1:
@@ -267,12 +271,12 @@ def scaled_data(work: str, factor: int) -> tuple[str, int]:
         header, *lines = f.read().splitlines()
     column = header.split(",").index("trip_start_timestamp")
     rows = [line.split(",") for line in lines]  # the file has no quoted commas
-    shift = timestamp_shift(factor, max(int(cells[column]) for cells in rows))
+    shift = timestamp_shift(factor, min(int(cells[column]) for cells in rows))
     with open(os.path.join(folder, "taxi.csv"), "w") as out:
         out.write(header + "\n")
         for copy in range(factor):
             for cells in rows:
-                out.write(",".join([*cells[:column], str(int(cells[column]) + copy * shift), *cells[column + 1 :]]) + "\n")
+                out.write(",".join([*cells[:column], str(int(cells[column]) - copy * shift), *cells[column + 1 :]]) + "\n")
     return folder, shift
 
 
@@ -368,7 +372,8 @@ def write_results(results: dict, path: str, command: str) -> None:
             "## Scale series (ours)",
             "",
             "The real rows repeated k times; copy i's trip_start_timestamp is shifted by i x the shift in",
-            "the table (10^8 s, or less where the copies would pass the schema's domain for it).",
+            "the table (10^8 s, or less where the copies would pass the schema's domain for it): ahead",
+            "in runs before 2026-12-01, back since (the data gate refuses events after the run).",
             *(f"Added by `{c}`." for c in results.get("scale_commands", []) if c != results.get("command")),
             "",
             "| size | rows | timestamp shift (s) | Beam mode | wall, process (s) | pipeline (s) | peak memory (MB) |",
