@@ -164,6 +164,9 @@ def test_text_in_a_label_input_is_a_row_not_a_crash(tmp_path):
         ('a,b,c\n1,"2,3\n', "UNREADABLE_CSV", "an unterminated quote?"),
         (b"a,b\n1,\xff\n", "NOT_UTF8", "line 2 is not UTF-8 (byte 0xff)"),
         ("", "EMPTY_FILE", "no bytes"),
+        ("\n \n", "EMPTY_FILE", "no bytes"),
+        (b"a,b\n1,2\n\xef\xbb\xbf3,\xe9\n", "NOT_UTF8", "line 3 is not UTF-8 (byte 0xe9)"),
+        ("\n\na,b,c\n1,2,3\n1,2\n", "RAGGED_ROWS", "1 row(s) of 2 fields, the header has 3 (first at line 5)"),
     ],
 )
 def test_files_csv_example_gen_would_crash_on_are_named_before_it_runs(tmp_path, text, kind, detail):
@@ -179,5 +182,5 @@ def test_a_well_formed_file_has_no_problem(tmp_path):
     from pipeline import ingest
 
     path = tmp_path / "ok.csv"
-    path.write_text('a,b,c\n1,"x, y",3\n\n4,5,6\n')
+    path.write_text('\ufeffa,b,c\n1,"x, y",3\n\n4,"two\nlines",6\n')
     assert ingest.file_problems(str(path)) == []
