@@ -60,7 +60,7 @@ def file_problems(path: str, read_lines=None) -> list[dict[str, str]]:
     """What would stop CsvExampleGen in one file: no bytes, not UTF-8, one column where the
     header is delimited by something else than a comma, rows with another number of fields
     than the header (counted, first one named), a line the CSV reader cannot read. The file
-    is read as a stream, a line at a time (1.5M rows: 5 s, and no copy of the file in memory)."""
+    is read as a stream, a line at a time: no copy of the file in memory."""
     if read_lines is None:
         with fileio.open(path, "rb") as f:
             return _problems(path, f)
