@@ -61,10 +61,9 @@ def child(args) -> float:
     from pipeline import beam_speed
 
     beam_speed.apply()
-    import tensorflow_model_analysis as tfma
     from tfx.components.evaluator.executor import Executor
     from tfx.types import standard_artifacts
-    from tfx.utils import path_utils, proto_utils
+    from tfx.utils import proto_utils
 
     from pipeline import recorded_baseline
     from pipeline.configs import BEAM_MODES, EvalThresholds
@@ -93,11 +92,8 @@ def child(args) -> float:
     )
     start = time.time()
     Executor(context).Do(input_dict, {"evaluation": [evaluation], "blessing": [blessing]}, properties)
-    if args.child == "recorded":
-        with_baseline = tfma.utils.update_eval_config_with_defaults(config, has_baseline=True, rubber_stamp=True)
-        locations = {tfma.CANDIDATE_KEY: path_utils.serving_model_path(spec["candidate"])}
-        locations[tfma.BASELINE_KEY] = path_utils.serving_model_path(spec["baseline"])
-        recorded_baseline.complete(evaluation.uri, args.recorded, with_baseline, locations)
+    if args.child == "recorded":  # what the pipeline's Evaluator executor does then
+        recorded_baseline.complete_for_models(evaluation.uri, args.recorded, config, spec["candidate"], spec["baseline"])
     return time.time() - start
 
 

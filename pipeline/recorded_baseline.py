@@ -10,7 +10,7 @@ recorded figures are the ones TFMA would compute again. Then TFMA evaluates the 
 alone and `complete` turns its output into what TFMA writes for two models: both models'
 metrics per slice, the candidate's differences, the validation with the change thresholds
 (TFMA's own validator and merge) and the eval config with the baseline's model spec.
-`tests/test_recorded_baseline.py` compares the result with a two-model TFMA run.
+`tests/test_model_validation.py` compares the result with a two-model TFMA run.
 
 `evaluation_key` is what the figures depend on besides the model; the Evaluator records it on
 every evaluation (lineage.EVALUATED_ON) and reuses a baseline's evaluation only with an equal
@@ -33,6 +33,7 @@ from tensorflow_model_analysis.proto import config_pb2, metrics_for_slice_pb2
 from tensorflow_model_analysis.slicer import slicer_lib
 from tensorflow_model_analysis.writers import eval_config_writer
 from tensorflow_model_analysis.writers import metrics_plots_and_validations_writer as writer
+from tfx.utils import path_utils
 
 METRICS_FILE = "metrics-00000-of-00001.tfrecord"  # TFMA's names, one shard each
 VALIDATIONS_FILE = "validations.tfrecord"
@@ -162,3 +163,17 @@ def complete(
     with tf.io.gfile.GFile(os.path.join(evaluation_uri, EVAL_CONFIG_FILE), "w") as f:
         f.write(json_format.MessageToJson(run))
     return result
+
+
+def complete_for_models(
+    evaluation_uri: str, recorded_uri: str, eval_config: tfma.EvalConfig, candidate_uri: str, baseline_uri: str
+) -> tfma.ValidationResult:
+    """`complete` for TFX Model artifacts' URIs and the component's eval config (one model spec,
+    as written in the pipeline): the config and model locations as TFX's Evaluator gives them
+    to TFMA for two models."""
+    with_baseline = tfma.utils.update_eval_config_with_defaults(eval_config, has_baseline=True, rubber_stamp=True)
+    locations = {
+        tfma.CANDIDATE_KEY: path_utils.serving_model_path(candidate_uri),
+        tfma.BASELINE_KEY: path_utils.serving_model_path(baseline_uri),
+    }
+    return complete(evaluation_uri, recorded_uri, with_baseline, locations)

@@ -36,7 +36,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
-from tfx.utils import io_utils, json_utils, path_utils, proto_utils
+from tfx.utils import io_utils, json_utils, proto_utils
 
 from pipeline import beam_speed, lineage, recorded_baseline
 from pipeline.metadata_backends import backend_for_scope
@@ -211,9 +211,7 @@ class EvaluatorExecutor(evaluator_executor.Executor):
         evaluation.set_string_custom_property(lineage.BASELINE_EVALUATION, recorded.uri if recorded else "")
         blessings = output_dict.get(standard_component_specs.BLESSING_KEY, [])
         if baseline is not None and recorded is not None:
-            with_baseline = tfma.utils.update_eval_config_with_defaults(eval_config, has_baseline=True, rubber_stamp=True)
-            locations = {tfma.CANDIDATE_KEY: _serving_path(candidate), tfma.BASELINE_KEY: _serving_path(baseline)}
-            result = recorded_baseline.complete(evaluation.uri, recorded.uri, with_baseline, locations)
+            result = recorded_baseline.complete_for_models(evaluation.uri, recorded.uri, eval_config, candidate.uri, baseline.uri)
             for blessing in blessings:
                 _bless(blessing, baseline, result.validation_ok)
         for blessing in blessings:
@@ -224,10 +222,6 @@ class EvaluatorExecutor(evaluator_executor.Executor):
             properties = blessing.mlmd_artifact.custom_properties
             if "baseline_model_id" in properties and not (baseline and baseline.ref.isdigit()):
                 del properties["baseline_model_id"]
-
-
-def _serving_path(model: types.Artifact | lineage.Artifact) -> str:
-    return path_utils.serving_model_path(model.uri)
 
 
 def _bless(blessing: types.Artifact, baseline: lineage.Artifact, ok: bool) -> None:
