@@ -360,7 +360,7 @@ def cmd_vertex_submit(args: argparse.Namespace) -> int:
 
     vcfg = _vertex_config(args)
     accept = tuple(args.accept_anomalies or ())
-    from pipeline.validation import parse_accept
+    from pipeline.accepting import parse_accept
 
     try:
         parse_accept(accept)

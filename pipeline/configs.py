@@ -309,7 +309,7 @@ class PipelineConfig:
             "span_pattern",
             f"must contain {{SPAN}}, got {self.span_pattern!r}",
         )
-        from pipeline.validation import parse_accept
+        from pipeline.accepting import parse_accept
 
         try:
             object.__setattr__(self, "accept_anomalies", parse_accept(self.accept_anomalies))

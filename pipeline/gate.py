@@ -27,8 +27,8 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
 from modules import features as F
+from pipeline import accepting, lineage
 from pipeline import data_checks as D
-from pipeline import lineage
 from pipeline import validation as V
 from pipeline.lineage import GATE_RESULT_TYPE, span_of
 from pipeline.metadata_backends import backend_for_scope
@@ -117,7 +117,7 @@ class Executor(base_executor.BaseExecutor):
             previous = read_result(reference.uri).get("label_rate") if reference is not None else None
             rows += D.label_rows(counts, previous, limits, F.LABEL_KEY, span=span)
 
-        rejected, accepted = V.split_accepted(rows, accept)
+        rejected, accepted = accepting.split_accepted(rows, accept)
         if rejected:
             raise V.DataValidationError(rejected, accepted)
 
@@ -159,7 +159,7 @@ def accepted_anomalies(value: str) -> tuple[str, ...]:
             raise ValueError("not JSON") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ValueError("not a JSON list of strings")
-        return V.parse_accept(items)
+        return accepting.parse_accept(items)
     except ValueError as e:
         raise ValueError(
             f'accept_anomalies: {e}: {value!r} (expected e.g. ["fare", "company:ENUM_TYPE_UNEXPECTED_STRING_VALUES"])'
@@ -186,7 +186,7 @@ def read_result(artifact_uri: str) -> dict:
 
 class DataGateSpec(types.ComponentSpec):
     PARAMETERS = {
-        # JSON list of FEATURE, FEATURE:KIND or * (see validation.parse_accept).
+        # JSON list of FEATURE, FEATURE:KIND or * (see accepting.parse_accept).
         "accept": ExecutionParameter(type=str),
         # The limits config (schemas/limits.json) as JSON; empty: TFDV's checks only.
         "limits": ExecutionParameter(type=str, optional=True),

@@ -1,4 +1,8 @@
-"""Local runs: LocalDagRunner, Beam DirectRunner, ML Metadata on SQLite."""
+"""Local runs: LocalDagRunner, Beam DirectRunner, ML Metadata on SQLite.
+
+Importing this module loads neither TensorFlow nor TFX (10 s on a busy machine): `run` loads
+them under its progress lines, so the command's first line comes at once.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from ops import queries
 from ops.evaluation import overall_metrics
 from pipeline import beam_speed, configs
-from pipeline import pipeline as P
 from pipeline import stores as mlmd_store
 from pipeline.errors import DataValidationError
 from runners.errors import RunFailed, StoreBusy
@@ -126,18 +128,20 @@ def run(cfg: configs.PipelineConfig, progress: float | None = None) -> dict[str,
       StoreBusy: another local run is using the same SQLite store.
     """
     connection = metadata_connection(cfg)
-    # TFX logs its deployment config, the store's connection (password included) in it.
-    mlmd_store.redact_logs()
-    pipeline = P.create_pipeline(cfg, connection)
-    beam_speed.apply()  # every Beam component runs in this process (StatisticsGen's too)
-    with exclusive_store(store_uri(cfg)):
+    reporter = Progress(store_uri(cfg), cfg.pipeline_name, since=progress) if progress is not None else contextlib.nullcontext()
+    # A concurrent run is refused before anything loads.
+    with exclusive_store(store_uri(cfg)), reporter:
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+        from pipeline import pipeline as P
+
+        # TFX logs its deployment config, the store's connection (password included) in it.
+        mlmd_store.redact_logs()
+        pipeline = P.create_pipeline(cfg, connection)
+        beam_speed.apply()  # every Beam component runs in this process (StatisticsGen's too)
         cancel_abandoned(cfg)
-        reporter = (
-            Progress(store_uri(cfg), cfg.pipeline_name, since=progress) if progress is not None else contextlib.nullcontext()
-        )
         try:
-            with reporter:
-                LocalDagRunner().run(pipeline)
+            LocalDagRunner().run(pipeline)
         except DataValidationError as e:
             _record_rejection(cfg, e)
             raise
@@ -173,6 +177,8 @@ def _failed_component(cfg: configs.PipelineConfig) -> str | None:
 
 def summarize(cfg: configs.PipelineConfig) -> dict[str, Any]:
     """What the latest run did: component states, blessing, metrics, the pushed model."""
+    from pipeline import pipeline as P
+
     latest = queries.open_metadata(store_uri(cfg), cfg.pipeline_name).latest_run()
     blessing = latest.output(P.EVALUATOR, "blessing")
     evaluation = latest.output(P.EVALUATOR, "evaluation")

@@ -75,7 +75,8 @@ class Progress:
             if time.monotonic() - self.last_line >= self.every:
                 running = [name for name, state in self._seen.items() if state == "running"]
                 what = ", ".join(f"{self._names[i]} running ({time.monotonic() - self._started[i]:.0f} s)" for i in running)
-                self.say(what or "starting components")
+                # Nothing seen yet: TensorFlow and TFX are loading (`local.run` imports them here).
+                self.say(what or ("starting components" if self._seen else "loading TFX, building the pipeline"))
 
     def _report(self) -> None:
         try:

@@ -344,8 +344,8 @@ def build_job(vcfg: VertexConfig, spec_path: str, credentials=None, accept_anoma
     """
     from google.cloud import aiplatform
 
+    from pipeline.accepting import parse_accept
     from pipeline.pipeline import ACCEPT_PARAMETER
-    from pipeline.validation import parse_accept
 
     try:
         accept = parse_accept(accept_anomalies)

@@ -87,9 +87,22 @@ def test_local_beam_args_name_the_dependency_so_tfx_builds_no_sdist(mode, monkey
 def test_building_the_local_pipeline_imports_no_google_cloud_sdk():
     """tfx.v1 imports google-cloud-aiplatform through its extensions: 2.4 s in every process."""
     code = (
-        "import sys; from runners import local; from modules import trainer; "
-        "local.P.create_pipeline(local.build_config('/tmp/unused', 'data', 'schemas/schema.pbtxt')); "
+        "import sys; from runners import local; from modules import trainer; from pipeline import pipeline as P; "
+        "P.create_pipeline(local.build_config('/tmp/unused', 'data', 'schemas/schema.pbtxt')); "
         "print(sorted(m for m in sys.modules if m == 'tfx.v1' or m.startswith('google.cloud.aiplatform')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_local_runner_loads_tensorflow_only_when_it_runs():
+    """`run` prints its first line once the configuration and the store are checked; TensorFlow
+    and TFX (10 s on a busy machine) load afterwards, under the progress lines."""
+    code = (
+        "import sys; from runners import local; "
+        "cfg = local.build_config('/tmp/unused', 'data', 'schemas/schema.pbtxt', accept_anomalies=('fare',)); "
+        "local.check_store(cfg); "
+        "print(sorted(m for m in ('tensorflow', 'tfx', 'apache_beam') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

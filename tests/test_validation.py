@@ -7,6 +7,7 @@ import pytest
 import tensorflow_data_validation as tfdv
 
 from helpers import DATA_CSV, SCHEMA_PATH
+from pipeline import accepting
 from pipeline import validation as V
 
 
@@ -98,7 +99,7 @@ def test_empty_data_is_an_anomaly(schema, data):
 def test_accept_specs_match(spec):
     row = {"feature": "payment_type", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "description": "x"}
     other = {"feature": "company", "kind": "COMPARATOR_L_INFTY_HIGH", "description": "y"}
-    rejected, accepted = V.split_accepted([row, other], V.parse_accept([spec]))
+    rejected, accepted = accepting.split_accepted([row, other], accepting.parse_accept([spec]))
     assert accepted[0] == row
     assert rejected == ([] if spec == "*" else [other])
 
@@ -108,14 +109,14 @@ def test_file_and_dataset_rows_can_be_accepted_by_name():
         {"feature": "(file)", "kind": "DUPLICATE_ROWS", "description": "x"},
         {"feature": "(dataset)", "kind": "EMPTY_DATA", "description": "y"},
     ]
-    rejected, accepted = V.split_accepted(rows, V.parse_accept(["(file):DUPLICATE_ROWS"]))
+    rejected, accepted = accepting.split_accepted(rows, accepting.parse_accept(["(file):DUPLICATE_ROWS"]))
     assert accepted == rows[:1] and rejected == rows[1:]
 
 
 @pytest.mark.parametrize("bad", ["payment type", "fare:lowercase", ":KIND", "a:B:C"])
 def test_bad_accept_specs_are_refused(bad):
     with pytest.raises(ValueError, match="--accept-anomalies"):
-        V.parse_accept([bad])
+        accepting.parse_accept([bad])
 
 
 def test_validation_error_lists_every_row_and_the_way_out():
