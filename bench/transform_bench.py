@@ -78,7 +78,8 @@ def child(inputs: dict, tf1: int, out: str, beam_speed: bool = True) -> float:
     context = Executor.Context(
         beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(out, "tmp"), unique_id="bench"
     )
-    # As the pipeline configures Transform (pipeline/pipeline.py), bar the mode.
+    # As the pipeline configures Transform (pipeline/pipeline.py), bar the mode; and the
+    # transformed examples are written (the pipeline's Transform writes none) to compare modes.
     properties = {"preprocessing_fn": PREPROCESSING_FN, "disable_statistics": 1, "force_tf_compat_v1": tf1, "custom_config": "{}"}
     start = time.time()
     Executor(context).Do({"examples": [examples], "schema": [schema]}, {k: [v] for k, v in outputs.items()}, properties)

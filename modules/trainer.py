@@ -29,12 +29,13 @@ from modules.model import build_model
 logger = logging.getLogger(__name__)
 
 
-# Splits up to this size (compressed TFRecords; ~2.2x that in memory) are read once and held
-# in memory as tensors; each batch gathers shuffled row indices. Parsing tf.Examples for every
-# step instead costs ~19 ms per 1,024 rows on 2 cores, three times the training step itself
-# (bench/RESULTS.md). Larger splits stream from disk through TFX's dataset factory.
+# Splits up to this size (compressed TFRecords; transformed, ~5x that in memory) are read and
+# transformed once and held in memory as tensors; each batch gathers shuffled row indices.
+# Parsing and transforming tf.Examples for every step instead costs several times the training
+# step itself (bench/RESULTS.md). Larger splits stream from disk through TFX's dataset factory.
 IN_MEMORY_MAX_BYTES = 256 * 2**20
 _LOAD_BATCH = 8192
+_STREAM_SHUFFLE_ROWS = 10_000
 
 
 def _split_bytes(file_pattern: list[str]) -> int:
@@ -48,23 +49,31 @@ def _dataset(
     batch_size: int,
     seed: int | None = None,
 ) -> tf.data.Dataset:
-    """Endless, shuffled (features, label) batches of transformed examples.
+    """Endless, shuffled (features, label) batches of raw examples transformed by the transform
+    graph as they are read: the graph the served model applies to a request (Transform writes
+    no transformed examples).
 
     Every pass over an in-memory split is a fresh permutation of all its rows; a streamed split
-    is shuffled through TFX's default buffer.
+    is shuffled through a buffer of _STREAM_SHUFFLE_ROWS rows.
     """
-    schema = tf_transform_output.transformed_metadata.schema
+    tft_layer = tf_transform_output.transform_features_layer()
 
-    def from_disk(**options) -> tf.data.Dataset:
+    def transform(raw: dict[str, Any]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        transformed = dict(tft_layer(raw))
+        return transformed, transformed.pop(F.LABEL_KEY)
+
+    def raw_batches(size: int, **options) -> tf.data.Dataset:
         return data_accessor.tf_dataset_factory(
-            file_pattern, tfxio.TensorFlowDatasetOptions(label_key=F.LABEL_KEY, **options), schema
+            file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=size, **options), tf_transform_output.raw_metadata.schema
         )
 
-    streamed = from_disk(batch_size=batch_size, shuffle_seed=seed)
-    dense = all(isinstance(spec, tf.TensorSpec) for spec in streamed.element_spec[0].values())
-    if not dense or _split_bytes(file_pattern) > IN_MEMORY_MAX_BYTES:
-        return streamed
-    parts = list(from_disk(batch_size=_LOAD_BATCH, num_epochs=1, shuffle=False))
+    if _split_bytes(file_pattern) > IN_MEMORY_MAX_BYTES:
+        return (
+            raw_batches(batch_size, shuffle_seed=seed, shuffle_buffer_size=_STREAM_SHUFFLE_ROWS)
+            .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    parts = [transform(raw) for raw in raw_batches(_LOAD_BATCH, num_epochs=1, shuffle=False)]
     if not parts:
         raise ValueError(f"no examples in {file_pattern}")
     features = {key: tf.concat([f[key] for f, _ in parts], axis=0) for key in parts[0][0]}

@@ -135,7 +135,10 @@ def create_pipeline(
     ).with_id(DATA_GATE)
 
     # Training data: this run's span and the newest earlier spans that passed the gate (the
-    # rolling window), resolved by Transform itself after this run's gate.
+    # rolling window), resolved by Transform itself after this run's gate. Transform writes the
+    # transform graph only: the Trainer and the Tuner read the window's raw examples and apply
+    # the graph as they load them, as the served model applies it to a request. Materialising
+    # the transformed window cost more than analysing it (bench/RESULTS.md).
     transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema,
@@ -150,6 +153,7 @@ def create_pipeline(
         # post-transform statistics saves a full pass over the data.
         disable_statistics=True,
         force_tf_compat_v1=TRANSFORM_TF1_GRAPH,
+        materialize=False,
     ).with_id(TRANSFORM)
     transform.executor_spec = executor_spec.BeamExecutorSpec(resolution.TransformExecutor)
     transform.add_upstream_node(gate)
@@ -163,9 +167,10 @@ def create_pipeline(
 
         trainer_class, trainer_executor = VertexTrainer, vertex_trainer.Executor
         trainer_config.update(cfg.vertex_training.custom_config())
-    # What the Tuner's trials and the Trainer train on, for as long.
+    # What the Tuner's trials and the Trainer train on, for as long: this run's span, which
+    # their executors widen to the window Transform recorded on the graph.
     training_inputs = dict(
-        examples=transform.outputs["transformed_examples"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
         train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
@@ -182,18 +187,23 @@ def create_pipeline(
                 "hparams": cfg.hparams.to_dict(),
                 "max_trials": cfg.tune_trials,
                 "module_fingerprint": code.fingerprint(code.TUNER_CODE),
+                resolution.LINEAGE_KEY: lineage_scope,
             },
         )
+        tuner_executor = resolution.TunerExecutor
         tune_args = None
         if cfg.vertex_training:
             # TFX's Vertex Tuner: the trials run as one Vertex AI Training job of
             # tune_parallel_trials replicas, and Vertex AI Vizier chooses them.
             from tfx.extensions.google_cloud_ai_platform.tuner.component import Tuner as VertexTuner
 
-            tuner_class = VertexTuner
+            from pipeline import vertex_trainer
+
+            tuner_class, tuner_executor = VertexTuner, vertex_trainer.TunerExecutor
             tuner_config.update(cfg.vertex_training.tuning_config(cfg.tune_parallel_trials, cfg.pipeline_name))
             tune_args = tuner_pb2.TuneArgs(num_parallel_trials=cfg.tune_parallel_trials)
         tuner = tuner_class(tuner_fn=TUNER_FN, tune_args=tune_args, **training_inputs, custom_config=tuner_config).with_id(TUNER)
+        tuner.executor_spec = executor_spec.ExecutorClassSpec(tuner_executor)
         tuned = {"hyperparameters": tuner.outputs["best_hyperparameters"]}
         nodes.append(tuner)
     trainer = trainer_class(run_fn=RUN_FN, **tuned, **training_inputs, custom_config=trainer_config).with_id(TRAINER)

@@ -32,9 +32,10 @@ from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.trainer import executor as trainer_executor
 from tfx.components.transform import executor as transform_executor
+from tfx.components.tuner import executor as tuner_executor
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import fileio
-from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
@@ -89,26 +90,11 @@ def _custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
 # --- Transform: the training window -------------------------------------------------------------
 
 
-def _merge_replicas(original: types.Artifact, replicas: list[types.Artifact]) -> None:
-    """TFX's Transform writes one transformed_examples artifact per input Examples artifact
-    (under <uri>/<i>/); Vertex AI Pipelines carries one artifact per output. Their files are
-    moved into the original artifact's split folders, so one artifact holds the window."""
-    splits = artifact_utils.decode_split_names(replicas[0].split_names)
-    for i, replica in enumerate(replicas):
-        for split in splits:
-            source = os.path.join(replica.uri, f"Split-{split}")
-            target = os.path.join(original.uri, f"Split-{split}")
-            fileio.makedirs(target)
-            for name in fileio.listdir(source):
-                fileio.rename(os.path.join(source, name), os.path.join(target, f"window{i}-{name}"), overwrite=True)
-        if fileio.exists(replica.uri):  # on gs:// a "folder" is gone with its last object
-            fileio.rmtree(replica.uri)
-    original.split_names = replicas[0].split_names
-
-
 class TransformExecutor(transform_executor.Executor):
-    """Transform over the training window: this run's span (it passed the gate) and the passed
-    copies of the newest older spans."""
+    """Transform analyses the training window: this run's span (it passed the gate) and the
+    passed copies of the newest older spans. It writes the transform graph only (no
+    transformed examples: the Trainer and the Tuner apply the graph to the window's raw
+    examples as they read them), and records the window on it for them."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         beam_speed.apply()
@@ -126,32 +112,36 @@ class TransformExecutor(transform_executor.Executor):
         cache = lineage.analyzer_cache(g) if config.get(ANALYZER_CACHE_KEY, True) else None
         if cache is not None:
             input_dict[standard_component_specs.ANALYZER_CACHE_KEY] = [tfx_artifact(cache, standard_artifacts.TransformCache)]
-        original = output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY][0]
         super().Do(input_dict, output_dict, exec_properties)
-        replicas = output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]
-        if len(replicas) > 1:
-            _merge_replicas(original, replicas)
-            output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY] = [original]
-        uris = json.dumps([a.uri for a in window])
-        for key in (standard_component_specs.TRANSFORMED_EXAMPLES_KEY, standard_component_specs.TRANSFORM_GRAPH_KEY):
-            for artifact in output_dict.get(key, []):
-                artifact.set_string_custom_property(lineage.WINDOW, uris)
-                artifact.set_string_custom_property(CACHE_FROM, cache.uri if cache is not None else "")
+        for artifact in output_dict[standard_component_specs.TRANSFORM_GRAPH_KEY]:
+            artifact.set_string_custom_property(lineage.WINDOW, json.dumps([a.uri for a in window]))
+            artifact.set_string_custom_property(CACHE_FROM, cache.uri if cache is not None else "")
+
+
+def train_on_window(g: lineage.Graph, input_dict: dict[str, list[types.Artifact]]) -> str:
+    """Replaces the Examples input of the Trainer or the Tuner (this run's span) by the training
+    window Transform analysed, as recorded on the transform graph. Returns the window (JSON list
+    of URIs, newest span first)."""
+    window = str(input_dict[standard_component_specs.TRANSFORM_GRAPH_KEY][0].get_custom_property(lineage.WINDOW) or "[]")
+    current = input_dict[standard_component_specs.EXAMPLES_KEY][0]
+    earlier = lineage.examples_by_uri(g, [uri for uri in json.loads(window) if uri != current.uri])
+    earlier_examples = [tfx_artifact(a, standard_artifacts.Examples) for a in earlier]
+    input_dict[standard_component_specs.EXAMPLES_KEY] = [current, *earlier_examples]
+    return window
 
 
 # --- Trainer: warm start and the newest tuning ---------------------------------------------------
 
 
 class ResolvingTrainer:
-    """Mixed into a Trainer executor (local, or TFX's Vertex Training one): adds the warm-start
-    model and, without a Tuner in this run, the newest tuning to the inputs, then records them
-    and the window on the model."""
+    """Mixed into a Trainer executor (local, or TFX's Vertex Training one): trains on the
+    window, adds the warm-start model and, without a Tuner in this run, the newest tuning to the
+    inputs, then records them and the window on the model."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         config = _custom_config(exec_properties)
         g = load_graph(config[LINEAGE_KEY])
-        transformed = input_dict[standard_component_specs.EXAMPLES_KEY][0]
-        window = str(transformed.get_custom_property(lineage.WINDOW) or "[]")
+        window = train_on_window(g, input_dict)
         spans = [lineage.span_of(a) for a in lineage.examples_by_uri(g, json.loads(window))]
         base = lineage.warm_start_model(g, max(spans)) if spans else None
         if base is not None:
@@ -169,6 +159,18 @@ class ResolvingTrainer:
             model.set_string_custom_property(lineage.WINDOW, window)
             model.set_string_custom_property(lineage.WARM_START_FROM, base.uri if base else "")
             model.set_string_custom_property(lineage.HYPERPARAMETERS_FROM, tuned[0].uri if tuned else "")
+
+
+class ResolvingTuner:
+    """Mixed into a Tuner executor (local, or TFX's Vertex one): the trials train on the window."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        train_on_window(load_graph(_custom_config(exec_properties)[LINEAGE_KEY]), input_dict)
+        super().Do(input_dict, output_dict, exec_properties)  # type: ignore[misc]
+
+
+class TunerExecutor(ResolvingTuner, tuner_executor.Executor):
+    """The Tuner in the pipeline's own process (local runs)."""
 
 
 class TrainerExecutor(ResolvingTrainer, trainer_executor.GenericExecutor):

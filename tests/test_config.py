@@ -155,9 +155,9 @@ def pipeline_edges(pipeline) -> dict[str, set[str]]:
 
 def test_pipeline_wiring(tmp_path):
     assert pipeline_edges(P.create_pipeline(cfg(tmp_path))) == EXPECTED_EDGES
-    # --tune: the Tuner, on Transform's outputs, feeds the Trainer.
-    tuned = {**EXPECTED_EDGES, P.TUNER: {P.TRANSFORM, P.SCHEMA_IMPORTER}}
-    tuned[P.TRAINER] = {P.TRANSFORM, P.SCHEMA_IMPORTER, P.TUNER}
+    # --tune: the Tuner, on the raw examples and the transform graph, feeds the Trainer.
+    tuned = {**EXPECTED_EDGES, P.TUNER: {P.EXAMPLE_GEN, P.TRANSFORM, P.SCHEMA_IMPORTER}}
+    tuned[P.TRAINER] = {P.EXAMPLE_GEN, P.TRANSFORM, P.SCHEMA_IMPORTER, P.TUNER}
     assert pipeline_edges(P.create_pipeline(cfg(tmp_path, tune_trials=4))) == tuned
 
 
@@ -172,6 +172,10 @@ def test_cross_run_inputs_are_resolved_in_this_pipelines_store(tmp_path):
     assert json.loads(_custom_config(pipeline, P.TRANSFORM)["lineage"]) == expected
     assert _custom_config(pipeline, P.TRANSFORM)["train_window_spans"] == 4
     assert json.loads(_custom_config(pipeline, P.TRAINER)["lineage"]) == expected
+    tuned = P.create_pipeline(
+        cfg(tmp_path, metadata_uri="mysql://mlmd:s3cret@db:3306/mlmd", pipeline_name="other", tune_trials=2)
+    )
+    assert json.loads(_custom_config(tuned, P.TUNER)["lineage"]) == expected  # the Tuner trains on the window too
     for component in (P.EVALUATOR, P.DATA_GATE):
         assert json.loads(by_id[component].exec_properties["lineage"]) == expected
     assert "s3cret" not in json.dumps({c.id: str(c.exec_properties) for c in pipeline.components})

@@ -1,4 +1,5 @@
-"""The Trainer's input: transformed examples read once into memory, or streamed when large."""
+"""The Trainer's input: raw examples transformed by the transform graph as they are read, held
+in memory, or streamed when large."""
 
 from __future__ import annotations
 
@@ -18,16 +19,30 @@ from modules import trainer
 pytestmark = pytest.mark.xdist_group("transform-sample")
 
 
+def raw_example(row: dict) -> bytes:
+    """A row as ExampleGen writes it: one feature per present value."""
+    features = {}
+    for key, values in row.items():
+        if not values:
+            continue
+        if isinstance(values[0], bytes):
+            features[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        elif isinstance(values[0], int):
+            features[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            features[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
 @pytest.fixture(scope="module")
-def split(transformed_sample, tmp_path_factory):
-    """The transformed sample as gzipped tf.Examples, as Transform writes them; and its outputs."""
+def split(sample_rows, transformed_sample, tmp_path_factory):
+    """The raw sample as gzipped tf.Examples, as ExampleGen writes them; the transform graph's
+    outputs; and the rows tf.Transform's Beam implementation transformed them to."""
     rows, graph_dir = transformed_sample
-    output = tft.TFTransformOutput(graph_dir)
-    coder = tft.coders.ExampleProtoCoder(output.transformed_metadata.schema)
-    path = tmp_path_factory.mktemp("transformed") / "data_tfrecord-00000-of-00001.gz"
+    path = tmp_path_factory.mktemp("raw") / "data_tfrecord-00000-of-00001.gz"
     with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
-        for row in rows:
-            writer.write(coder.encode(row))
+        for row in sample_rows:
+            writer.write(raw_example(row))
     # TFX's own factory for tf.Example payloads is this tfxio reader.
     accessor = DataAccessor(
         tf_dataset_factory=lambda pattern, options, schema: tfxio.TFExampleRecord(pattern, schema=schema).TensorFlowDataset(
@@ -36,14 +51,15 @@ def split(transformed_sample, tmp_path_factory):
         record_batch_factory=None,
         data_view_decode_fn=None,
     )
-    return [str(path.parent / "*")], accessor, output, rows
+    return [str(path.parent / "*")], accessor, tft.TFTransformOutput(graph_dir), rows
 
 
 def row_keys(features, labels):
-    """One hashable key per row: every transformed value, so duplicates stay countable."""
-    columns = [features[k].numpy().reshape(len(labels), -1) for k in sorted(features)]
-    values = np.concatenate([c.astype(np.float64) for c in columns] + [labels.numpy().reshape(-1, 1)], axis=1)
-    return [tuple(v) for v in values]
+    """One hashable key per row: every transformed value (to 5 decimals), so duplicates stay
+    countable."""
+    columns = [np.asarray(features[k]).reshape(len(labels), -1) for k in sorted(features)]
+    values = np.concatenate([c.astype(np.float64) for c in columns] + [np.asarray(labels).reshape(-1, 1)], axis=1)
+    return [tuple(v) for v in np.round(values, 5)]
 
 
 def first_rows(dataset, n):
@@ -62,6 +78,17 @@ def test_each_pass_over_an_in_memory_split_is_a_permutation(split):
     assert collections.Counter(first) == expected == collections.Counter(second)
     assert first != second  # reshuffled every pass
     assert sum(expected.values()) == n
+
+
+def test_the_trainer_reads_what_tf_transform_would_have_written(split):
+    """The Trainer applies the transform graph to raw examples: row for row what tf.Transform's
+    Beam implementation outputs for them (what Transform would have materialised)."""
+    pattern, accessor, output, rows = split
+    beam = {k: np.array([row[k] for row in rows]) for k in rows[0]}
+    beam_labels = beam.pop(F.LABEL_KEY)
+    features, labels = next(iter(trainer._dataset(pattern, accessor, output, len(rows), seed=1)))
+    assert sorted(features) == sorted(beam)
+    assert collections.Counter(row_keys(features, labels)) == collections.Counter(row_keys(beam, beam_labels))
 
 
 def test_in_memory_split_is_repeatable_with_a_seed(split):

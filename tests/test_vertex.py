@@ -151,7 +151,13 @@ def test_tuning_runs_parallel_trials_on_vertex_training_chosen_by_vizier(tmp_pat
     job = json.loads(pathlib.Path(vertex.compile_pipeline(vertex.VertexConfig(**settings), str(tmp_path / "t.json"))).read_text())
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
     args = list(executor(spec, P.TUNER)["container"]["args"])
-    assert args[args.index("--executor_class_path") + 1] == "tfx.extensions.google_cloud_ai_platform.tuner.executor.Executor"
+    # TFX's Vertex Tuner executor, the trials trained on the window (pipeline/resolution.py).
+    assert args[args.index("--executor_class_path") + 1] == "pipeline.vertex_trainer.TunerExecutor"
+    from tfx.extensions.google_cloud_ai_platform.tuner import executor as tfx_vertex_tuner
+
+    from pipeline import vertex_trainer
+
+    assert issubclass(vertex_trainer.TunerExecutor, tfx_vertex_tuner.Executor)
     assert json.loads(task_parameter(spec, P.TUNER, "tune_args")) == {"num_parallel_trials": 3}
     config = custom_config(spec, P.TUNER)
     assert config["max_trials"] == 8 and config["ai_platform_enable_vertex"] is True
