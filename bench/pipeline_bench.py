@@ -377,6 +377,7 @@ def write_results(results: dict, path: str, command: str) -> None:
             "the table (10^8 s, or less where the copies would pass the schema's domain for it): ahead",
             "in runs before 2026-12-01, back since (the data gate refuses events after the run).",
             *(f"Added by `{c}`." for c in results.get("scale_commands", []) if c != results.get("command")),
+            *([results["scale_note"]] if results.get("scale_note") else []),  # written by hand
             "",
             "| size | rows | timestamp shift (s) | Beam mode | wall, process (s) | pipeline (s) | peak memory (MB) |",
             "|---|---:|---:|---|---:|---:|---:|",

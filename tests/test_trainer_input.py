@@ -12,26 +12,12 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx_bsl.public import tfxio
 
+from helpers import batch, to_example
 from modules import features as F
 from modules import trainer
 
 # They share one tf.Transform analysis of sample rows (a session fixture): one worker.
 pytestmark = pytest.mark.xdist_group("transform-sample")
-
-
-def raw_example(row: dict) -> bytes:
-    """A row as ExampleGen writes it: one feature per present value."""
-    features = {}
-    for key, values in row.items():
-        if not values:
-            continue
-        if isinstance(values[0], bytes):
-            features[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        elif isinstance(values[0], int):
-            features[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-        else:
-            features[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +28,7 @@ def split(sample_rows, transformed_sample, tmp_path_factory):
     path = tmp_path_factory.mktemp("raw") / "data_tfrecord-00000-of-00001.gz"
     with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
         for row in sample_rows:
-            writer.write(raw_example(row))
+            writer.write(to_example(row))
     # TFX's own factory for tf.Example payloads is this tfxio reader.
     accessor = DataAccessor(
         tf_dataset_factory=lambda pattern, options, schema: tfxio.TFExampleRecord(pattern, schema=schema).TensorFlowDataset(
@@ -84,8 +70,7 @@ def test_the_trainer_reads_what_tf_transform_would_have_written(split):
     """The Trainer applies the transform graph to raw examples: row for row what tf.Transform's
     Beam implementation outputs for them (what Transform would have materialised)."""
     pattern, accessor, output, rows = split
-    beam = {k: np.array([row[k] for row in rows]) for k in rows[0]}
-    beam_labels = beam.pop(F.LABEL_KEY)
+    beam, beam_labels = batch(rows)
     features, labels = next(iter(trainer._dataset(pattern, accessor, output, len(rows), seed=1)))
     assert sorted(features) == sorted(beam)
     assert collections.Counter(row_keys(features, labels)) == collections.Counter(row_keys(beam, beam_labels))
