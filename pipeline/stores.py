@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import urllib.parse
 
 from ml_metadata import errors as mlmd_errors
@@ -175,14 +176,21 @@ def open_store(uri: str, read_only: bool = True) -> metadata_store.MetadataStore
     raise MetadataError(f"cannot open the metadata store {redact(uri)}: {reason}") from error
 
 
+# File descriptor 2 is the process's: while one thread has it redirected, another thread's
+# redirect would save the temporary file as "the original" and leave stderr there for good, and
+# a line printed meanwhile would land in the capture. Threads that open stores (the progress
+# reporter, the pipeline's executors) or print progress hold this lock.
+STDERR_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _captured_fd2():
     """Redirects file descriptor 2 (where MLMD's C++ code and libpq log) to a temporary file;
     yields a list that holds the captured lines once the block has exited."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    lines: list[str] = []
-    with tempfile.TemporaryFile(mode="w+") as tmp:
+    with STDERR_LOCK, tempfile.TemporaryFile(mode="w+") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        lines: list[str] = []
         os.dup2(tmp.fileno(), 2)
         try:
             yield lines

@@ -56,7 +56,8 @@ class Progress:
 
     def say(self, text: str) -> None:
         now = time.monotonic()
-        print(f"progress [{now - self.start:6.1f}s] {text}", file=self.out, flush=True)
+        with mlmd_store.STDERR_LOCK:  # not into another thread's capture of fd 2
+            print(f"progress [{now - self.start:6.1f}s] {text}", file=self.out, flush=True)
         self.last_line = now
 
     def __enter__(self) -> Progress:

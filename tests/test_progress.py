@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
@@ -12,6 +15,7 @@ from ml_metadata.proto import metadata_store_pb2 as pb
 from runners.progress import Progress
 
 PIPELINE = "taxi-big-tipper"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def store(path) -> metadata_store.MetadataStore:
@@ -63,3 +67,27 @@ def test_a_line_per_component_start_and_end_and_one_while_it_works(tmp_path):
     assert lines[0].endswith("running the pipeline (component lines follow as ML Metadata records them)")
     assert any(line.endswith(("trainer cached (0.0 s)", "trainer started")) for line in lines)
     assert "trainer cached (" in out.getvalue()
+
+
+def test_opening_stores_on_two_threads_never_loses_stderr(tmp_path):
+    """Opening a store sends fd 2 to a temporary file for a moment (to read the database
+    client's reason for a failed connection). The progress thread opens one every poll while
+    the pipeline's own executors open theirs: stderr must stay the terminal's, and no progress
+    line may land in another thread's capture."""
+    path = tmp_path / "metadata.sqlite"
+    db = store(path)
+    db.put_contexts([pb.Context(type_id=db.put_context_type(pb.ContextType(name="pipeline")), name=PIPELINE)])
+    script = f"""
+import sys
+from pipeline import stores
+from runners.progress import Progress
+with Progress({str(path)!r}, {PIPELINE!r}, every=0.002, poll=0.001):
+    for _ in range(300):
+        stores.open_store({str(path)!r})
+print("still on stderr", file=sys.stderr, flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.rstrip().endswith("still on stderr"), done.stderr[-2000:]
+    heartbeats = [line for line in done.stderr.splitlines() if line.startswith("progress [")]
+    assert len(heartbeats) > 20, done.stderr[-2000:]
