@@ -12,6 +12,9 @@ between repetitions):
   recorded   the candidate alone, completed with the baseline's own evaluation of the same
              data (pipeline/recorded_baseline.py, what the Evaluator does when it can)
 
+and `none` and `evaluated` once more with TFMA's own `to_label_prediction_example_weight`
+(`:tfma-as-released`: pipeline/tfma_speed.py not applied), whose outputs are compared too.
+
 The baseline's own evaluation is made once first (untimed). The recorded mode's validation is
 compared with the evaluated mode's, and its metrics within 1e-6.
 
@@ -34,6 +37,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 MODES = ("none", "evaluated", "recorded")
+# The same Evaluator with TFMA's own `to_label_prediction_example_weight` (pipeline/tfma_speed.py
+# not applied): what the fix buys, side by side.
+UNPATCHED = ("none:tfma-as-released", "evaluated:tfma-as-released")
 
 
 def inputs(run_output: str) -> dict:
@@ -58,9 +64,12 @@ def inputs(run_output: str) -> dict:
 
 def child(args) -> float:
     """One Evaluator execution in this process; returns its seconds."""
-    from pipeline import beam_speed
+    from pipeline import beam_speed, tfma_speed
 
     beam_speed.apply()
+    mode, _, variant = args.child.partition(":")
+    if variant != "tfma-as-released":  # what the pipeline's Evaluator executor applies
+        tfma_speed.apply()
     from tfx.components.evaluator.executor import Executor
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
@@ -78,9 +87,9 @@ def child(args) -> float:
 
     examples = artifact(standard_artifacts.Examples, spec["examples"])
     examples.split_names = spec["split_names"]
-    model = spec["baseline"] if args.child == "baseline-alone" else spec["candidate"]
+    model = spec["baseline"] if mode == "baseline-alone" else spec["candidate"]
     input_dict = {"examples": [examples], "model": [artifact(standard_artifacts.Model, model)]}
-    if args.child == "evaluated":
+    if mode == "evaluated":
         input_dict["baseline_model"] = [artifact(standard_artifacts.Model, spec["baseline"])]
     evaluation = artifact(standard_artifacts.ModelEvaluation, os.path.join(args.out, "evaluation"))
     blessing = artifact(standard_artifacts.ModelBlessing, os.path.join(args.out, "blessing"))
@@ -92,7 +101,7 @@ def child(args) -> float:
     )
     start = time.time()
     Executor(context).Do(input_dict, {"evaluation": [evaluation], "blessing": [blessing]}, properties)
-    if args.child == "recorded":  # what the pipeline's Evaluator executor does then
+    if mode == "recorded":  # what the pipeline's Evaluator executor does then
         recorded_baseline.complete_for_models(evaluation.uri, args.recorded, config, spec["candidate"], spec["baseline"])
     return time.time() - start
 
@@ -106,7 +115,7 @@ def run_child(spec: dict, mode: str, out: str, recorded: str = "") -> float:
 
 
 def compare(recorded: str, evaluated: str) -> str:
-    """The recorded mode's output against the evaluated mode's."""
+    """One mode's output (`recorded`) against another's (`evaluated`)."""
     import math
 
     import tensorflow_model_analysis as tfma
@@ -125,10 +134,7 @@ def compare(recorded: str, evaluated: str) -> str:
 
     ours, theirs = canonical(tfma.load_validation_result(recorded)), canonical(tfma.load_validation_result(evaluated))
     verdict = "the same" if ours == theirs else f"DIFFERENT ({ours.validation_ok} against {theirs.validation_ok})"
-    return (
-        f"recorded against evaluated: validation {verdict}; metric keys {'the same' if same_keys else 'DIFFERENT'}; "
-        f"largest metric difference {worst:.2g}"
-    )
+    return f"validation {verdict}; metric keys {'the same' if same_keys else 'DIFFERENT'}; largest metric difference {worst:.2g}"
 
 
 def main() -> None:
@@ -152,22 +158,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="evaluator-bench-") as work:
         recorded = os.path.join(work, "baseline-alone")
         run_child(spec, "baseline-alone", recorded)
-        times: dict[str, list[float]] = {m: [] for m in MODES}
+        modes = MODES + UNPATCHED
+        times: dict[str, list[float]] = {m: [] for m in modes}
         for i in range(args.repeat):
-            for mode in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:  # each mode first once in 3
+            for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:  # each mode first once
                 out = os.path.join(work, f"{mode}-{i}")
                 times[mode].append(run_child(spec, mode, out, os.path.join(recorded, "evaluation")))
                 print(f"{mode} #{i + 1}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)
-        check = compare(os.path.join(work, "recorded-0", "evaluation"), os.path.join(work, "evaluated-0", "evaluation"))
-    none = statistics.median(times["none"])
+        evaluation = {m: os.path.join(work, f"{m}-0", "evaluation") for m in modes}
+        checks = [
+            "recorded against evaluated: " + compare(evaluation["recorded"], evaluation["evaluated"]),
+            "evaluated against TFMA as released: " + compare(evaluation["evaluated"], evaluation[UNPATCHED[1]]),
+        ]
     print(f"Evaluator alone on {spec['examples']} (candidate {spec['candidate']}, baseline {spec['baseline']}):\n")
-    print("| mode | seconds (median) | runs | against none |")
+    print("| mode | seconds (median) | runs | against none (same TFMA) |")
     print("|---|---:|---|---:|")
-    for mode in MODES:
+    for mode in modes:
         median = statistics.median(times[mode])
+        none = statistics.median(times["none" + mode[len(mode.split(":")[0]) :]])
         runs = ", ".join(f"{t:.1f}" for t in times[mode])
         print(f"| {mode} | {median:.1f} | {runs} | {median / none:.2f}x |")
-    print(f"\n{check}")
+    print("\n" + "\n".join(f"- {c}" for c in checks))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
-from pipeline import beam_speed, lineage, recorded_baseline
+from pipeline import beam_speed, lineage, recorded_baseline, tfma_speed
 from pipeline.metadata_backends import backend_for_scope
 
 logger = logging.getLogger(__name__)
@@ -191,6 +191,7 @@ class EvaluatorExecutor(evaluator_executor.Executor):
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         beam_speed.apply()
+        tfma_speed.apply()
         g = load_graph(exec_properties[LINEAGE_KEY])
         candidate = input_dict[standard_component_specs.MODEL_KEY][0]
         baseline = lineage.baseline_model(g, candidate.uri)
