@@ -175,7 +175,8 @@ def main() -> None:
     print("|---|---:|---|---:|")
     for mode in modes:
         median = statistics.median(times[mode])
-        none = statistics.median(times["none" + mode[len(mode.split(":")[0]) :]])
+        variant = mode.partition(":")[2]  # compared with `none` under the same TFMA
+        none = statistics.median(times[f"none:{variant}" if variant else "none"])
         runs = ", ".join(f"{t:.1f}" for t in times[mode])
         print(f"| {mode} | {median:.1f} | {runs} | {median / none:.2f}x |")
     print("\n" + "\n".join(f"- {c}" for c in checks))
