@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
@@ -118,3 +120,55 @@ def test_a_stateful_dofn_keeps_its_state_on_the_direct_runner():
     with beam.Pipeline() as p:
         counted = p | beam.Create([("a", 1), ("a", 2), ("b", 3)]) | beam.ParDo(Counting())
         assert_that(counted, equal_to([("a", 1), ("a", 2), ("b", 1)]))
+
+
+# --- the state cache's weighing ----------------------------------------------------------------
+
+
+def weighed_values(module_globals):
+    """Values like the side inputs and state Beam caches, and some that reach module globals
+    (where Beam's size stops)."""
+    import numpy as np
+
+    shared = list(range(100))
+    return [
+        None,
+        7,
+        "x" * 1000,
+        b"\x00" * 10,
+        [1, 2.5, "three", (4, 5)],
+        {"vocabulary": [f"token-{i}" for i in range(300)], "mean": np.float32(0.5)},
+        np.zeros((64, 8), dtype=np.float32),
+        [shared, shared, {"again": shared}],  # counted once
+        {"module": module_globals, "and": "a little more"},
+        [np.ones(3), module_globals, sys.modules[__name__].__dict__],
+    ]
+
+
+def test_the_state_cache_weighs_values_as_beam_does(monkeypatch):
+    import types as pytypes
+
+    from apache_beam.runners.worker import statecache
+
+    assert statecache.get_deep_size is beam_speed.get_deep_size
+    original = beam_speed._WEIGHING.original
+    fresh = pytypes.ModuleType("beam_speed_fresh_module")
+    fresh.payload = ["a" * 10_000]  # large: weighed unless the module is loaded
+    for loaded in (False, True, False):  # the kept set follows sys.modules both ways
+        if loaded:
+            monkeypatch.setitem(sys.modules, fresh.__name__, fresh)
+        else:
+            monkeypatch.delitem(sys.modules, fresh.__name__, raising=False)
+        for value in weighed_values(vars(fresh)) * 2:
+            assert beam_speed.get_deep_size(value) == original(value), (loaded, value)
+        assert beam_speed.get_deep_size(vars(fresh)) == original(vars(fresh))
+        # Loaded, the module's globals are not counted: the payload is not in the size.
+        assert (beam_speed.get_deep_size({"m": vars(fresh)}) < 10_000) is loaded
+
+
+def test_the_state_cache_keeps_weighing_on_the_direct_runner():
+    """Side inputs go through the state cache (and so through the weighing)."""
+    with beam.Pipeline() as p:
+        table = p | "table" >> beam.Create([("a", 1), ("b", 2)])
+        looked_up = p | beam.Create(["a", "b", "a"]) | beam.Map(lambda k, t: (k, t[k]), t=beam.pvalue.AsDict(table))
+        assert_that(looked_up, equal_to([("a", 1), ("b", 2), ("a", 1)]))
