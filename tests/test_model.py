@@ -76,3 +76,5 @@ def test_training_runs_exactly_the_step_budget(transformed_sample, steps, steps_
     fitted = fit_steps(model, data, steps, steps_per_eval, verbose=0)
     assert fitted.steps_trained == fitted.best_step == steps and not fitted.stopped_early
     assert int(model.optimizer.iterations.numpy()) == steps
+    # One trace of the training step: build_model made the optimizer's variables beforehand.
+    assert model.train_function.experimental_get_tracing_count() == 1
