@@ -72,8 +72,8 @@ def test_a_line_per_component_start_and_end_and_one_while_it_works(tmp_path):
 def test_opening_stores_on_two_threads_never_loses_stderr(tmp_path):
     """Opening a store sends fd 2 to a temporary file for a moment (to read the database
     client's reason for a failed connection). The progress thread opens one (at its first poll,
-    and again after a failed read) while the pipeline's own executors open theirs: stderr must stay the terminal's, and no progress
-    line may land in another thread's capture."""
+    and again after a failed read) while the pipeline's own executors open theirs: stderr must
+    stay the terminal's, and no progress line may land in another thread's capture."""
     path = tmp_path / "metadata.sqlite"
     db = store(path)
     db.put_contexts([pb.Context(type_id=db.put_context_type(pb.ContextType(name="pipeline")), name=PIPELINE)])
