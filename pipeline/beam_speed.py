@@ -128,13 +128,14 @@ def get_deep_size(*objs: Any) -> int:
     return _WEIGHING.context(_WEIGHING.settings).get_deep_size(*objs)
 
 
-def _install_weighing() -> bool:
+def _install_weighing() -> None:
+    """Installs fix 2, unless objsize is not the version it was written against."""
     global _WEIGHING
     import objsize
     from apache_beam.runners.worker import statecache
 
     if objsize.__version__ != OBJSIZE_VERSION:
-        return False
+        return
     if statecache.get_deep_size is not get_deep_size:
         settings = objsize.traverse.ObjSizeSettings(
             get_referents_func=statecache._get_referents_func,
@@ -143,7 +144,6 @@ def _install_weighing() -> bool:
         )
         _WEIGHING = types.SimpleNamespace(settings=settings, context=_context_class(), original=statecache.get_deep_size)
         statecache.get_deep_size = get_deep_size
-    return True
 
 
 def apply() -> bool:
