@@ -601,4 +601,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runners import process
+
+    process.exit(main())

@@ -444,6 +444,10 @@ def main() -> None:
         logging.disable(logging.WARNING)
         report = child_ours(args) if args.child == "ours" else child_peer(args)
         print(json.dumps(report))
+        if args.child == "ours":  # ends as `runner.py run` does (runners/process.py)
+            from runners import process
+
+            process.exit(0)
         return
 
     if args.render:

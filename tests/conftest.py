@@ -10,11 +10,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from helpers import analyze_and_transform, read_rows  # noqa: E402
+# TensorFlow and the pipeline are imported by the fixtures that need them, not here: with
+# pytest-xdist this file is also loaded by the controller process, which runs no test, and
+# importing them there (~7 s) held back the start of both workers.
 
 
 @pytest.fixture(scope="session")
 def sample_rows() -> list[dict]:
+    from helpers import read_rows
+
     return read_rows(400)
 
 
@@ -43,6 +47,8 @@ def exported_model(transformed_sample, tmp_path_factory):
 @pytest.fixture(scope="session")
 def transformed_sample(sample_rows, tmp_path_factory):
     """(transformed rows, transform graph dir) for `sample_rows`."""
+    from helpers import analyze_and_transform
+
     out = tmp_path_factory.mktemp("transform_graph")
     return analyze_and_transform(sample_rows, str(out)), str(out)
 

@@ -78,3 +78,49 @@ def test_training_runs_exactly_the_step_budget(transformed_sample, steps, steps_
     assert int(model.optimizer.iterations.numpy()) == steps
     # One trace of the training step: build_model made the optimizer's variables beforehand.
     assert model.train_function.experimental_get_tracing_count() == 1
+
+
+def _curves(callback_class, logdir, steps: int = 130) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of the batch scalars a callback writes over `steps` steps of a small
+    model, trained as fit_steps trains (StopAtStep gives Keras batch hooks)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    tf.keras.utils.set_random_seed(3)
+    x = np.random.default_rng(0).normal(size=(512, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    fit_steps(model, train, steps, 40, callbacks=[callback_class(log_dir=str(logdir), update_freq=50)], verbose=0)
+    events = event_accumulator.EventAccumulator(str(logdir / "train"), size_guidance={"tensors": 0})
+    events.Reload()
+    return [
+        (tag, e.step, float(tf.make_ndarray(e.tensor_proto)))
+        for tag in sorted(events.Tags()["tensors"])
+        if tag.startswith("batch_")
+        for e in events.Tensors(tag)
+    ]
+
+
+def test_the_training_curves_are_the_points_keras_tensorboard_writes(tmp_path, monkeypatch):
+    """TrainingCurves runs TensorBoard's batch hook only where it writes something: the same
+    points and values as Keras' own callback, the hook called 3 times in 130 steps."""
+    from modules.trainer import TrainingCurves
+
+    ours_calls = []
+    hook = tf.keras.callbacks.TensorBoard.on_train_batch_end
+
+    def counted(self, batch, logs=None):
+        ours_calls.append(batch)
+        hook(self, batch, logs)
+
+    monkeypatch.setattr(tf.keras.callbacks.TensorBoard, "on_train_batch_end", counted)
+    ours = _curves(TrainingCurves, tmp_path / "ours")
+    calls = len(ours_calls)
+    keras = _curves(tf.keras.callbacks.TensorBoard, tmp_path / "keras")
+    assert [(tag, step) for tag, step, _ in ours] == [(t, s) for t in ("batch_accuracy", "batch_loss") for s in (50, 100)]
+    assert [(tag, step) for tag, step, _ in ours] == [(tag, step) for tag, step, _ in keras]
+    assert np.allclose([v for *_, v in ours], [v for *_, v in keras], rtol=1e-6)
+    # Ours: the first step (TensorBoard writes the model's graph then) and the two points;
+    # Keras' own: every step.
+    assert calls == 3 and len(ours_calls) == 3 + 130
