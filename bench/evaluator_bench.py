@@ -12,6 +12,12 @@ between repetitions):
   recorded   the candidate alone, completed with the baseline's own evaluation of the same
              data (pipeline/recorded_baseline.py, what the Evaluator does when it can)
 
+with `--beside`, two ways of computing the baseline's figures at the same time as the
+candidate's (tried, slower: bench/EVALUATOR.md), the outputs merged as in `recorded`:
+
+  beside:thread   the baseline alone in a second thread of the same process
+  beside:process  the baseline alone in a second process (its own imports)
+
 and `none` and `evaluated` once more with TFMA's own `to_label_prediction_example_weight`
 (`:tfma-as-released`: pipeline/tfma_speed.py not applied), whose outputs are compared too.
 
@@ -40,6 +46,7 @@ MODES = ("none", "evaluated", "recorded")
 # The same Evaluator with TFMA's own `to_label_prediction_example_weight` (pipeline/tfma_speed.py
 # not applied): what the fix buys, side by side.
 UNPATCHED = ("none:tfma-as-released", "evaluated:tfma-as-released")
+BESIDE = ("beside:thread", "beside:process")
 
 
 def inputs(run_output: str) -> dict:
@@ -100,10 +107,55 @@ def child(args) -> float:
         beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(args.out, "tmp"), unique_id="bench"
     )
     start = time.time()
+    beside = _start_baseline_beside(variant, args, examples, properties) if mode == "beside" else None
     Executor(context).Do(input_dict, {"evaluation": [evaluation], "blessing": [blessing]}, properties)
-    if mode == "recorded":  # what the pipeline's Evaluator executor does then
-        recorded_baseline.complete_for_models(evaluation.uri, args.recorded, config, spec["candidate"], spec["baseline"])
+    if beside is not None:
+        recorded = beside()
+    else:
+        recorded = args.recorded
+    if mode in ("recorded", "beside"):  # what the pipeline's Evaluator executor does then
+        recorded_baseline.complete_for_models(evaluation.uri, recorded, config, spec["candidate"], spec["baseline"])
     return time.time() - start
+
+
+def _start_baseline_beside(how: str, args, examples, properties):
+    """Starts the baseline's own evaluation beside the candidate's (a thread or a process);
+    returns a function that waits for it and returns the evaluation's folder."""
+    out = os.path.join(args.out, "baseline")
+    if how == "process":
+        command = [sys.executable, __file__, "--child", "baseline-alone", "--inputs", args.inputs, "--out", out]
+        proc = subprocess.Popen(command + ["--recorded", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def wait() -> str:
+            if proc.wait() != 0:
+                raise SystemExit("the baseline's evaluation failed")
+            return os.path.join(out, "evaluation")
+
+        return wait
+    import threading
+
+    from tfx.components.evaluator.executor import Executor
+    from tfx.types import standard_artifacts
+
+    from pipeline.configs import BEAM_MODES
+
+    spec = json.loads(args.inputs)
+    outputs = {}
+    for key, cls in (("evaluation", standard_artifacts.ModelEvaluation), ("blessing", standard_artifacts.ModelBlessing)):
+        outputs[key] = [cls()]
+        outputs[key][0].uri = os.path.join(out, key)
+    os.makedirs(outputs["blessing"][0].uri, exist_ok=True)
+    model = standard_artifacts.Model()
+    model.uri = spec["baseline"]
+    context = Executor.Context(beam_pipeline_args=list(BEAM_MODES["in_memory"]), tmp_dir=os.path.join(out, "tmp"), unique_id="b")
+    thread = threading.Thread(target=Executor(context).Do, args=({"examples": [examples], "model": [model]}, outputs, properties))
+    thread.start()
+
+    def join() -> str:
+        thread.join()
+        return outputs["evaluation"][0].uri
+
+    return join
 
 
 def run_child(spec: dict, mode: str, out: str, recorded: str = "") -> float:
@@ -141,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-output", help="a runner.py run --output folder with two trained models")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--beside", action="store_true", help="also the baseline evaluated beside the candidate")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -158,7 +211,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="evaluator-bench-") as work:
         recorded = os.path.join(work, "baseline-alone")
         run_child(spec, "baseline-alone", recorded)
-        modes = MODES + UNPATCHED
+        modes = MODES + UNPATCHED + (BESIDE if args.beside else ())
         times: dict[str, list[float]] = {m: [] for m in modes}
         for i in range(args.repeat):
             for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:  # each mode first once
@@ -168,6 +221,7 @@ def main() -> None:
         evaluation = {m: os.path.join(work, f"{m}-0", "evaluation") for m in modes}
         checks = [
             "recorded against evaluated: " + compare(evaluation["recorded"], evaluation["evaluated"]),
+            *(f"{m} against evaluated: " + compare(evaluation[m], evaluation["evaluated"]) for m in modes if m in BESIDE),
             "evaluated against TFMA as released: " + compare(evaluation["evaluated"], evaluation[UNPATCHED[1]]),
         ]
     print(f"Evaluator alone on {spec['examples']} (candidate {spec['candidate']}, baseline {spec['baseline']}):\n")
@@ -176,7 +230,7 @@ def main() -> None:
     for mode in modes:
         median = statistics.median(times[mode])
         variant = mode.partition(":")[2]  # compared with `none` under the same TFMA
-        none = statistics.median(times[f"none:{variant}" if variant else "none"])
+        none = statistics.median(times[f"none:{variant}" if variant == "tfma-as-released" else "none"])
         runs = ", ".join(f"{t:.1f}" for t in times[mode])
         print(f"| {mode} | {median:.1f} | {runs} | {median / none:.2f}x |")
     print("\n" + "\n".join(f"- {c}" for c in checks))

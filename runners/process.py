@@ -2,8 +2,8 @@
 
 Once TensorFlow, TFX and Beam are loaded, a normal interpreter exit spends ~2 s after the work
 is done tearing the interpreter down: freeing ~9,000 modules and running TensorFlow's C++
-destructors (measured on a cached `runner.py run`: 1.7-2.2 s, against 0.06 s without the
-teardown; bench/RESULTS-notes.md). `exit` ends such a process without that teardown, after
+destructors (3.0 s, against 0.08 s without the teardown: `bench/exit_bench.py`,
+bench/EXIT.md). `exit` ends such a process without that teardown, after
 doing what a normal exit does that anyone can observe: waiting for the threads that are not
 daemons, running the exit handlers (logging's flush, temporary folders) and flushing stdout
 and stderr. A process that never loaded TensorFlow exits normally (it has nothing to save).
