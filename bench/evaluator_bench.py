@@ -18,8 +18,9 @@ candidate's (tried, slower: bench/EVALUATOR.md), the outputs merged as in `recor
   beside:thread   the baseline alone in a second thread of the same process
   beside:process  the baseline alone in a second process (its own imports)
 
-and `none` and `evaluated` once more with TFMA's own `to_label_prediction_example_weight`
-(`:tfma-as-released`: pipeline/tfma_speed.py not applied), whose outputs are compared too.
+and `none` and `evaluated` once more with TFMA's own functions (`:tfma-as-released`:
+pipeline/tfma_speed.py not applied) and with its first fix only (`:label-lookup-fix-only`:
+TFMA's own confusion matrices), whose outputs are compared too.
 
 The baseline's own evaluation is made once first (untimed). The recorded mode's validation is
 compared with the evaluated mode's, and its metrics within 1e-6.
@@ -46,6 +47,8 @@ MODES = ("none", "evaluated", "recorded")
 # The same Evaluator with TFMA's own `to_label_prediction_example_weight` (pipeline/tfma_speed.py
 # not applied): what the fix buys, side by side.
 UNPATCHED = ("none:tfma-as-released", "evaluated:tfma-as-released")
+# With the label-lookup fix only (before the confusion-matrices fix): what the second buys.
+FIRST_FIX_ONLY = ("none:label-lookup-fix-only", "evaluated:label-lookup-fix-only")
 BESIDE = ("beside:thread", "beside:process")
 
 
@@ -75,7 +78,9 @@ def child(args) -> float:
 
     beam_speed.apply()
     mode, _, variant = args.child.partition(":")
-    if variant != "tfma-as-released":  # what the pipeline's Evaluator executor applies
+    if variant == "label-lookup-fix-only":
+        tfma_speed.apply(("label lookup",))
+    elif variant != "tfma-as-released":  # what the pipeline's Evaluator executor applies
         tfma_speed.apply()
     from tfx.components.evaluator.executor import Executor
     from tfx.types import standard_artifacts
@@ -211,7 +216,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="evaluator-bench-") as work:
         recorded = os.path.join(work, "baseline-alone")
         run_child(spec, "baseline-alone", recorded)
-        modes = MODES + UNPATCHED + (BESIDE if args.beside else ())
+        modes = MODES + FIRST_FIX_ONLY + UNPATCHED + (BESIDE if args.beside else ())
         times: dict[str, list[float]] = {m: [] for m in modes}
         for i in range(args.repeat):
             for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:  # each mode first once
@@ -222,6 +227,7 @@ def main() -> None:
         checks = [
             "recorded against evaluated: " + compare(evaluation["recorded"], evaluation["evaluated"]),
             *(f"{m} against evaluated: " + compare(evaluation[m], evaluation["evaluated"]) for m in modes if m in BESIDE),
+            "evaluated against the label-lookup fix only: " + compare(evaluation["evaluated"], evaluation[FIRST_FIX_ONLY[1]]),
             "evaluated against TFMA as released: " + compare(evaluation["evaluated"], evaluation[UNPATCHED[1]]),
         ]
     print(f"Evaluator alone on {spec['examples']} (candidate {spec['candidate']}, baseline {spec['baseline']}):\n")
@@ -230,7 +236,7 @@ def main() -> None:
     for mode in modes:
         median = statistics.median(times[mode])
         variant = mode.partition(":")[2]  # compared with `none` under the same TFMA
-        none = statistics.median(times[f"none:{variant}" if variant == "tfma-as-released" else "none"])
+        none = statistics.median(times[f"none:{variant}" if variant in ("tfma-as-released", "label-lookup-fix-only") else "none"])
         runs = ", ".join(f"{t:.1f}" for t in times[mode])
         print(f"| {mode} | {median:.1f} | {runs} | {median / none:.2f}x |")
     print("\n" + "\n".join(f"- {c}" for c in checks))

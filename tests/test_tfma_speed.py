@@ -1,14 +1,15 @@
-"""The TFMA fix (pipeline/tfma_speed.py) answers exactly as TFMA's own function, on every kind
-of input TFMA's metric combiners hand it, and is what the combiners call once applied."""
+"""The TFMA fixes (pipeline/tfma_speed.py) answer exactly as TFMA's own functions, on every
+kind of input TFMA hands them, and are what TFMA calls once applied."""
 
 from __future__ import annotations
 
 import itertools
+import random
 
 import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import binary_confusion_matrices, metric_types, metric_util
+from tensorflow_model_analysis.metrics import binary_confusion_matrices, calibration_histogram, metric_types, metric_util
 
 from pipeline import tfma_speed
 
@@ -97,9 +98,57 @@ def test_once_applied_every_combiner_calls_the_fix():
     # No class is defined per call any more.
     nested = [c for c in fixed.__code__.co_consts if hasattr(c, "co_consts")]
     assert nested and not any("NotFound" in getattr(c, "co_names", ()) for c in nested)
+    # The confusion matrices, as an AUC builds its computations.
+    matrices = binary_confusion_matrices.binary_confusion_matrices
+    assert getattr(matrices, "__wrapped_original__", None) is not None
+    auc = tfma.metrics.AUC().computations(eval_config=tfma.EvalConfig(model_specs=[tfma.ModelSpec()]))
+    assert any("_rebinned_arrays" in c.result.__code__.co_names for c in auc if hasattr(c, "result"))
+
+
+def _histogram(rng: random.Random, size: int) -> list:
+    """A calibration histogram as TFMA's combiner hands it over: buckets sorted by id, whole and
+    fractional weights; from 50 buckets on, with the catch-all buckets (0 and 10,001) and the
+    bucket whose lower edge is exactly 0 (a threshold TFMA keeps unshifted)."""
+    top = calibration_histogram.DEFAULT_NUM_BUCKETS + 1
+    ids = sorted(set(rng.sample(range(top + 1), size)) | ({0, 1, top} if size >= 50 else set()))
+    buckets = []
+    for bucket_id in ids:
+        examples = rng.choice([1.0, 2.0, rng.random() * 5])
+        labels = rng.choice([0.0, examples, rng.random() * examples])
+        buckets.append(calibration_histogram.Bucket(bucket_id, labels, rng.random() * examples, examples))
+    return buckets
+
+
+# The threshold sets the histogram path is built with: AUC's 10,000 and a few fixed ones,
+# with the edges TFMA treats apart (0, a negative first one, one at or above 1 + epsilon).
+_THRESHOLDS = {
+    "num_thresholds=10000": dict(num_thresholds=10_000),
+    "num_thresholds=3": dict(num_thresholds=3),
+    "0.5 from the histogram": dict(thresholds=[0.5], use_histogram=True),
+    "0, 0.3, 0.5, 1": dict(thresholds=[0.0, 0.3, 0.5, 1.0], use_histogram=True),
+    "from below 0 to above 1": dict(thresholds=[-0.5, 0.25, 0.75, 1.0 + 2e-7, 2.0], use_histogram=True),
+    "top k (one negative)": dict(thresholds=[-1e-7]),
+}
+
+
+@pytest.mark.parametrize("name", list(_THRESHOLDS))
+def test_the_matrices_fix_gives_tfma_s_matrices_to_the_bit(name):
+    patched = tfma_speed.patched_matrices()
+    assert patched is not None, "the fix no longer applies to this TFMA (version or source changed)"
+    original = patched.__wrapped_original__
+    ours, theirs = patched(**_THRESHOLDS[name]), original(**_THRESHOLDS[name])
+    histogram_key, matrices_key = theirs[0].keys[-1], theirs[-1].keys[-1]
+    assert [c.keys for c in ours] == [c.keys for c in theirs]
+    rng = random.Random(name)
+    for size in (0, 1, 2, 50, 3_000):
+        histogram = _histogram(rng, size)
+        a = ours[-1].result({histogram_key: histogram})[matrices_key]
+        b = theirs[-1].result({histogram_key: histogram})[matrices_key]
+        assert a == b, (name, size)  # every count equal, as floats, not within a tolerance
+        assert all(type(v) is float for v in a.tp + a.fn), "the same types as TFMA's lists"
 
 
 @pytest.mark.parametrize("version", ["0.46.0", "0.48.0"])
-def test_another_tfma_version_keeps_its_own_function(monkeypatch, version):
+def test_another_tfma_version_keeps_its_own_functions(monkeypatch, version):
     monkeypatch.setattr(tfma, "__version__", version)
-    assert tfma_speed.patched_function() is None
+    assert tfma_speed.patched_function() is None and tfma_speed.patched_matrices() is None
