@@ -50,7 +50,11 @@ fi
 "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
 # Bytecode once, here, not in every process: with no .pyc files (uv writes none, and
 # PYTHONDONTWRITEBYTECODE is common in CI and containers) each pipeline process compiled
-# ~9,000 modules from source, ~11 s of a ~21 s start-up. ~25 s on 2 cores.
-"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
+# ~9,000 modules from source, ~11 s of a ~21 s start-up. ~25 s on 2 cores. The packages' own
+# test suites (tests/ folders, *_test.py: 3,964 of 22,862 files) are never imported (none of
+# the 8,003 modules a pipeline run loads): skipping them saves a fifth of the CPU time
+# (65 against 82 s of user time, forced recompiles side by side, 2026-12-02).
+"$VENV/bin/python" -m compileall -q -j 0 -x '/tests/|/[a-z][a-z0-9_]*_test\.py$' \
+  "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
 stamp_of > "$VENV/.stamp"
 echo "environment ready in $VENV ($(( $(date +%s) - start )) s)" >&2
