@@ -100,9 +100,10 @@ def patched_function() -> Any | None:
 
 def rebinned_arrays(
     thresholds: list[float], histogram: list, num_buckets: int | None = None, left: float = 0.0, right: float = 1.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What `calibration_histogram.rebin` computes, as three arrays (weighted labels,
-    predictions and examples per new bucket) instead of `len(thresholds)` Bucket objects.
+) -> tuple[np.ndarray, np.ndarray]:
+    """What `calibration_histogram.rebin` computes, as the two arrays the confusion matrices
+    read (weighted labels and examples per new bucket) instead of `len(thresholds)` Bucket
+    objects.
 
     TFMA walks the histogram's buckets (sorted by id) and moves to the next threshold while a
     bucket's lower edge reaches it, so a bucket lands in the last threshold at or below its
@@ -124,7 +125,7 @@ def rebinned_arrays(
         # (float even for an empty histogram, where numpy's bincount counts in integers)
         return np.bincount(offsets, weights=values, minlength=count).astype(np.float64, copy=False)
 
-    return sums("weighted_labels"), sums("weighted_predictions"), sums("weighted_examples")
+    return sums("weighted_labels"), sums("weighted_examples")
 
 
 def matrices_from_histogram(thresholds: list[float], histogram: Any) -> Any:
@@ -135,7 +136,7 @@ def matrices_from_histogram(thresholds: list[float], histogram: Any) -> Any:
     original = bcm._histogram_to_binary_confusion_matrices
     if not isinstance(histogram, tuple):
         return original(thresholds, histogram)
-    labels, _, examples = histogram
+    labels, examples = histogram
     n = len(labels)
     positives, negatives = labels, examples - labels
     # tp(i), fp(i): the sums of buckets >= i, added from the last bucket down; tn(i), fn(i):
@@ -161,23 +162,27 @@ def patched_matrices() -> Any | None:
     return _edited(bcm.binary_confusion_matrices, _MATRICES_EDITS, names)
 
 
-FIXES = ("label lookup", "confusion matrices")
+# Each fix: where TFMA keeps the function (module, name) and what builds its replacement.
+_FIXES = {
+    "label lookup": ("tensorflow_model_analysis.metrics.metric_util", "to_label_prediction_example_weight", patched_function),
+    "confusion matrices": (
+        "tensorflow_model_analysis.metrics.binary_confusion_matrices",
+        "binary_confusion_matrices",
+        patched_matrices,
+    ),
+}
+FIXES = tuple(_FIXES)
 
 
 def apply(fixes: tuple[str, ...] = FIXES) -> bool:
     """Installs the fixes (both by default; idempotent). False when one does not apply: TFMA's
     own function then runs in its place."""
-    from tensorflow_model_analysis.metrics import binary_confusion_matrices as bcm
-    from tensorflow_model_analysis.metrics import metric_util
+    import importlib
 
-    known = {
-        "label lookup": (lambda: metric_util.to_label_prediction_example_weight, patched_function),
-        "confusion matrices": (lambda: bcm.binary_confusion_matrices, patched_matrices),
-    }
     applied = True
     for name in fixes:
-        current, make = known[name]
-        if getattr(current(), _PATCHED, False):
+        module, attribute, make = _FIXES[name]
+        if getattr(getattr(importlib.import_module(module), attribute), _PATCHED, False):
             continue
         function = make()
         if function is None:
