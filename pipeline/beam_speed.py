@@ -26,10 +26,18 @@ it with `objsize.get_deep_size`, which first collects the ids of every loaded mo
 globals, so that a value's size stops at them: in a TFX process that is over ten thousand
 modules, for a value of a few hundred bytes. In a full run of this pipeline that bookkeeping
 took ~12 s of ~100 (profiled with py-spy; Transform reads ~170 bundles' side inputs).
-`get_deep_size` here keeps that set, rebuilt when `sys.modules` holds other modules than it
-was built from (checked on each call, by identity), and weighs the value with Beam's own
-size, referent and filter functions: the same number (`tests/test_beam_speed.py` compares
-them, also after an import).
+`get_deep_size` here keeps that set, rebuilt when an import or a removal changed the loaded
+modules (their number and the newest one, read on each call), and weighs the value with
+Beam's own size, referent and filter functions: the same number (`tests/test_beam_speed.py`
+compares them, also after an import and a removal).
+
+3. Pipeline options are parsed once per options class and flags. `PipelineOptions.__init__`
+builds an argparse parser for its class and parses the flags, and `Pipeline.apply` asks
+`options.view_as(TypeOptions)` (a new instance, so a new parser and parse) for every
+transform applied: tf.Transform's graphs apply thousands, 1.4 s of a full run (py-spy). Here
+`__init__` is Beam's own source with that step replaced by `visible_options`: Beam's parse,
+kept per (class, flags), handed out as a deep copy, so a view's values are its own as after a
+fresh parse (`tests/test_beam_speed.py` compares every option class's views with Beam's).
 
 Applied only to the Beam (and objsize) versions they were written against; with any other,
 Beam's own functions run.
@@ -92,21 +100,34 @@ _ORIGINAL: Any = None
 
 # --- 2. the state cache's weighing -------------------------------------------------------------
 
-# (the modules the set was built from, the ids of their globals and of None)
+# (the modules' state the set was built from, the ids of their globals and of None)
 _MODULE_GLOBALS: tuple[tuple, frozenset] = ((), frozenset())
 _WEIGHING: Any = None  # objsize settings with Beam's size, referent and filter functions
 
 
+def _modules_state() -> tuple:
+    """What tells that the set of loaded modules changed: their number and the newest one (an
+    import adds at the end of `sys.modules`, a re-import after a removal too). Reading every
+    module on each call, as this did first, took 1.45 s of a full run (py-spy): the weighing is
+    asked tens of thousands of times."""
+    modules = sys.modules
+    return (len(modules), next(reversed(modules.values()), None))
+
+
 def _module_globals() -> frozenset:
-    """objsize's exclude set: the ids of every loaded module's globals, and of None."""
+    """objsize's exclude set: the ids of every loaded module's globals, and of None, rebuilt
+    when an import or a removal changed the loaded modules. (A module object put in place of
+    another under an existing name, `sys.modules[name] = other`, is seen at the next import or
+    removal; until then a value that reaches its globals weighs them too: the weight sizes
+    Beam's state cache, it is not an output.)"""
     global _MODULE_GLOBALS
-    modules = tuple(sys.modules.values())
+    state = _modules_state()
     built_from, ids = _MODULE_GLOBALS
-    if modules != built_from:  # modules compare by identity: a changed, added or removed module
+    if state != built_from:
         from objsize.traverse import _iter_modules_globals
 
         ids = frozenset(map(id, _iter_modules_globals())) | {id(None)}
-        _MODULE_GLOBALS = (modules, ids)
+        _MODULE_GLOBALS = (state, ids)
     return ids
 
 
@@ -147,7 +168,7 @@ def _install_weighing() -> None:
 
 
 def apply() -> bool:
-    """Installs both fixes (idempotent). False when Beam is not the version they were written
+    """Installs the three fixes (idempotent). False when Beam is not the version they were written
     against: Beam's own functions then run."""
     global _ORIGINAL
     import apache_beam
@@ -159,4 +180,72 @@ def apply() -> bool:
         _ORIGINAL = userstate.get_dofn_specs
         userstate.get_dofn_specs = get_dofn_specs
     _install_weighing()
+    _install_parse_cache()
     return True
+
+
+# --- 3. pipeline options parsed once per class and flags --------------------------------------
+
+_PARSED: dict[tuple, Any] = {}  # (options class, flags) -> Beam's parse of them
+_PARSED_LIMIT = 1024  # distinct (class, flags) pairs kept; a pipeline run has a handful
+_PARSE_MARKER = "_pipeline_beam_speed"
+# PipelineOptions.__init__ (Beam 2.59.0, dedented): its parser and parse, as one step.
+_INIT_EDITS = (
+    (
+        "  parser = _BeamArgumentParser()\n"
+        "  for cls in type(self).mro():\n"
+        "    if cls == PipelineOptions:\n"
+        "      break\n"
+        "    elif '_add_argparse_args' in cls.__dict__:\n"
+        "      cls._add_argparse_args(parser)  # type: ignore\n"
+        "\n"
+        "  # The _visible_options attribute will contain options that were recognized\n"
+        "  # by the parser.\n"
+        "  self._visible_options, _ = parser.parse_known_args(flags)\n",
+        "  self._visible_options = _visible_options(type(self), flags)\n",
+    ),
+)
+
+
+def visible_options(cls: type, flags: Any) -> Any:
+    """What `PipelineOptions.__init__` parses for the options class `cls` from `flags` (Beam's
+    own steps: a parser with the arguments of `cls` and its bases up to PipelineOptions, the
+    unknown flags left aside), parsed once per class and flags and handed out as a deep copy:
+    a view's values are its own (`add_experiment` appends to the `experiments` list it was
+    given). Flags of None (argparse then reads sys.argv) or not all strings are parsed every
+    time."""
+    import copy
+
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    kept = isinstance(flags, (list, tuple)) and all(isinstance(f, str) for f in flags)
+    key = (cls, tuple(flags)) if kept else None
+    parsed = _PARSED.get(key) if key is not None else None
+    if parsed is None:
+        parser = _BeamArgumentParser()
+        for klass in cls.mro():
+            if klass == PipelineOptions:
+                break
+            if "_add_argparse_args" in klass.__dict__:
+                klass._add_argparse_args(parser)  # type: ignore[attr-defined]
+        parsed, _ = parser.parse_known_args(flags)
+        if key is None:
+            return parsed
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return copy.deepcopy(parsed)
+
+
+def _install_parse_cache() -> None:
+    """Installs fix 3 (Beam's version is checked by `apply`), unless Beam's `__init__` does not
+    read as expected."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if getattr(PipelineOptions.__init__, _PARSE_MARKER, False):
+        return
+    from pipeline.source_edit import edited
+
+    init = edited(PipelineOptions.__init__, _INIT_EDITS, {"_visible_options": visible_options}, _PARSE_MARKER)
+    if init is not None:
+        PipelineOptions.__init__ = init

@@ -29,13 +29,13 @@ TFMA's own function runs (`python bench/evaluator_bench.py`: what they buy, side
 
 from __future__ import annotations
 
-import ast
 import collections.abc
 import inspect
-import textwrap
 from typing import Any
 
 import numpy as np
+
+from pipeline.source_edit import edited
 
 TFMA_VERSION = "0.47.1"
 _PATCHED = "_pipeline_tfma_speed"
@@ -56,28 +56,6 @@ _MATRICES_EDITS = (
 )
 
 
-def _edited(original: Any, edits: tuple[tuple[str, str], ...], names: dict[str, Any]) -> Any | None:
-    """`original` compiled again from its own source with `edits`, in a copy of its module's
-    namespace with `names` added; None when an edit does not find its text exactly once."""
-    import sys
-
-    original = getattr(original, "__wrapped_original__", original)
-    lines, first = inspect.getsourcelines(original)
-    source = textwrap.dedent("".join(lines))
-    for old, new in edits:
-        if source.count(old) != 1:
-            return None
-        source = source.replace(old, new)
-    tree = ast.parse(source)
-    ast.increment_lineno(tree, first - 1)  # tracebacks point at TFMA's own lines
-    namespace = {**vars(sys.modules[original.__module__]), **names}
-    exec(compile(tree, inspect.getsourcefile(original) or "<tfma>", "exec"), namespace)  # noqa: S102 - TFMA's source
-    function = namespace[original.__name__]
-    function.__wrapped_original__ = original
-    setattr(function, _PATCHED, True)
-    return function
-
-
 def _supported() -> bool:
     import tensorflow_model_analysis as tfma
 
@@ -92,7 +70,7 @@ def patched_function() -> Any | None:
     if not _supported():
         return None
     names = {"_NOT_FOUND": object(), "Mapping": collections.abc.Mapping}
-    return _edited(metric_util.to_label_prediction_example_weight, _LABEL_EDITS, names)
+    return edited(metric_util.to_label_prediction_example_weight, _LABEL_EDITS, names, _PATCHED)
 
 
 # --- fix 2: the confusion matrices from arrays -----------------------------------------------
@@ -159,7 +137,7 @@ def patched_matrices() -> Any | None:
     if not _supported():
         return None
     names = {"_rebinned_arrays": rebinned_arrays, "_matrices_from_histogram": matrices_from_histogram}
-    return _edited(bcm.binary_confusion_matrices, _MATRICES_EDITS, names)
+    return edited(bcm.binary_confusion_matrices, _MATRICES_EDITS, names, _PATCHED)
 
 
 # Each fix: where TFMA keeps the function (module, name) and what builds its replacement.

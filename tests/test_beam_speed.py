@@ -1,4 +1,5 @@
-"""pipeline/beam_speed.py: the cached DoFn state/timer specs are Beam's own answers."""
+"""pipeline/beam_speed.py: the cached DoFn state/timer specs, the state cache's weights and the
+parsed pipeline options are Beam's own answers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, TypeOptions
+from apache_beam.options.value_provider import ValueProvider
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
@@ -83,6 +86,7 @@ def stateless(element):
 def installed():
     assert beam_speed.apply() and beam_speed.apply()  # idempotent
     assert userstate.get_dofn_specs is beam_speed.get_dofn_specs
+    assert getattr(PipelineOptions.__init__, "__wrapped_original__", None) is not None
     yield
 
 
@@ -172,3 +176,72 @@ def test_the_state_cache_keeps_weighing_on_the_direct_runner():
         table = p | "table" >> beam.Create([("a", 1), ("b", 2)])
         looked_up = p | beam.Create(["a", "b", "a"]) | beam.Map(lambda k, t: (k, t[k]), t=beam.pvalue.AsDict(table))
         assert_that(looked_up, equal_to([("a", 1), ("b", 2), ("a", 1)]))
+
+
+class TemplatedOptions(PipelineOptions):
+    """Options a templated pipeline declares: ValueProvider arguments beside a plain one."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_value_provider_argument("--table", default="trips")
+        parser.add_value_provider_argument("--threshold", type=float)
+        parser.add_argument("--plain", default=["kept"], action="append")
+
+
+FLAG_SETS = [
+    [],
+    ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=2"],
+    ["--experiments=a", "--experiments=b", "--project=p", "--region", "r", "--no_pipeline_type_check"],
+    ["--unknown_flag=3", "--table=rides", "--threshold", "0.5", "--plain", "x", "--save_main_session"],
+]
+
+
+def every_options_class():
+    seen, todo = [], [PipelineOptions]
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        todo.extend(cls.__subclasses__())
+    return seen
+
+
+def plain(value):
+    """An option's value, comparable: a ValueProvider by its class and fields."""
+    if isinstance(value, ValueProvider):
+        return type(value).__name__, sorted((k, repr(v)) for k, v in vars(value).items())
+    return value
+
+
+def parsed(options):
+    return {k: plain(v) for k, v in vars(options._visible_options).items()}, {
+        k: plain(v) for k, v in options.get_all_options(retain_unknown_options=True).items()
+    }
+
+
+def test_every_options_view_parses_as_beams_own_init(monkeypatch):
+    classes = every_options_class()
+    assert TypeOptions in classes and TemplatedOptions in classes and len(classes) > 10
+    ours = {(c, i): parsed(c(flags)) for c in classes for i, flags in enumerate(FLAG_SETS)}
+    again = {(c, i): parsed(c(list(flags))) for c in classes for i, flags in enumerate(FLAG_SETS)}  # from the cache
+    monkeypatch.setattr(PipelineOptions, "__init__", PipelineOptions.__init__.__wrapped_original__)
+    beams = {(c, i): parsed(c(flags)) for c in classes for i, flags in enumerate(FLAG_SETS)}
+    assert ours == beams and again == beams
+    assert beams[(TypeOptions, 2)][0]["pipeline_type_check"] is False  # the flags were read
+
+
+def test_a_views_values_are_its_own_as_after_a_fresh_parse():
+    flags = ["--experiments=a", "--plain", "x"]
+    first = PipelineOptions(flags)
+    first.view_as(DebugOptions).add_experiment("b")
+    first.view_as(TemplatedOptions).plain.append("y")
+    assert first.view_as(DebugOptions).experiments == ["a", "b"]  # views share one store, as in Beam
+    fresh = PipelineOptions(flags)
+    assert fresh.view_as(DebugOptions).experiments == ["a"]
+    assert fresh.view_as(TemplatedOptions).plain == ["kept", "x"]
+
+
+def test_options_without_flags_read_the_command_line_every_time(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["prog", "--no_pipeline_type_check"])
+    assert PipelineOptions().view_as(TypeOptions).pipeline_type_check is False
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    assert PipelineOptions().view_as(TypeOptions).pipeline_type_check is True
