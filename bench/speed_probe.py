@@ -1,10 +1,13 @@
 """How fast this machine is right now: a fixed pure-Python loop, timed.
 
-The machines here change speed by a third within an hour (the same code, the same data); a
+The machines here change speed by up to 2.5x between spells (the same code, the same data); a
 benchmark's figures are comparable only side by side in one invocation. Run this before and
 after a benchmark or a test-suite timing to record which spell it ran in:
 
-    python3 bench/speed_probe.py        # ~3 s; 2.6-3.0 s on a fast spell, 3.5-3.7 s on a slow one (2026-12-02)
+    python3 bench/speed_probe.py
+
+Seen on 2-core machines on 2026-12-02: 1.37-4.31 s in the morning, 0.85-0.96 s in the afternoon
+(the fresh-clone suite 15 min 30 s against 6 min 31 s: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -245,3 +245,14 @@ def test_options_without_flags_read_the_command_line_every_time(monkeypatch):
     assert PipelineOptions().view_as(TypeOptions).pipeline_type_check is False
     monkeypatch.setattr(sys, "argv", ["prog"])
     assert PipelineOptions().view_as(TypeOptions).pipeline_type_check is True
+
+
+@pytest.mark.parametrize("flags", [["--direct_num_workers=abc"], ["--direct_running_mode=bogus"]])
+def test_bad_flags_are_refused_with_beams_error_every_time(flags, capsys):
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    for _ in range(2):  # a refused parse is not kept
+        with pytest.raises(SystemExit) as refused:
+            PipelineOptions(flags).view_as(DirectOptions)
+        assert refused.value.code == 2
+        assert f"argument {flags[0].split('=')[0]}: invalid" in capsys.readouterr().err
